@@ -1,0 +1,45 @@
+"""Hydra callbacks: a sweep's closing count, and an exit code that says whether jobs failed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("convexp")
+
+
+def count_statuses(sweep_dir: Path) -> tuple[Counter, list[tuple[str, str, str]]]:
+    counts: Counter = Counter()
+    problems = []
+    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+            status = summary.get("status", "failed")
+            reason = summary.get("reason") or ""
+        except (OSError, ValueError) as e:
+            status, reason = "failed", f"unreadable summary.json: {e}"
+        counts[status] += 1
+        if status != "completed":
+            problems.append((path.parent.name, status, reason))
+    return counts, problems
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        counts, problems = count_statuses(sweep_dir)
+        for job, status, reason in problems:
+            log.warning("job %s %s: %s", job, status, reason)
+        total = sum(counts.values())
+        line = (f"sweep done: {total} jobs, {counts['completed']} completed, "
+                f"{counts['failed']} failed, {counts['diverged']} diverged, "
+                f"{counts['interrupted']} interrupted ({sweep_dir})")
+        print(line, flush=True)
+        if total == 0 or counts["completed"] < total:
+            raise SystemExit(1)

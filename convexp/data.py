@@ -1,0 +1,281 @@
+"""MNIST-style data, held whole on the training device as uint8.
+
+No DataLoader: each epoch draws one seeded permutation on the device and slices batches from
+it; normalisation happens on the fly (`Split.batches`), so no float copy of the set exists.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convexp.errors import ConfigError, DataError
+
+BUNDLED_MNIST = Path(__file__).parent / "datasets" / "mnist"
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# md5 of the decompressed official files, keyed by dataset name then file name.
+IDX_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+}
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+NUM_CLASSES = 10
+
+
+@dataclass
+class Split:
+    """Images (N, C, H, W) uint8 and labels (N,) int64, on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def batches(
+        self, batch_size: int, order: torch.Tensor | None = None, drop_last: bool = False,
+        start: int = 0,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Uint8 image batches and labels, in `order` (indices) or as stored, from batch
+        number `start` on."""
+        n = len(self)
+        stop = n - n % batch_size if drop_last else n
+        for i in range(start * batch_size, stop, batch_size):
+            if order is None:
+                yield self.images[i : i + batch_size], self.labels[i : i + batch_size]
+            else:
+                idx = order[i : i + batch_size]
+                yield self.images[idx], self.labels[idx]
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split | None
+    test: Split | None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+    def to(self, device: torch.device) -> Dataset:
+        return Dataset(
+            self.name, self.train.to(device), self.val.to(device) if self.val else None,
+            self.test.to(device) if self.test else None,
+        )
+
+
+class Normalizer:
+    """uint8 pixels -> float: (x / 255 - mean) / std, or x / 255 when not normalising."""
+
+    def __init__(self, normalize: bool, mean: float, std: float):
+        mean, std = (mean, std) if normalize else (0.0, 1.0)
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = -mean / std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() * self.scale + self.shift
+
+
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The permutation for one epoch: a function of (seed, epoch) only, so a resumed run
+    replays exactly the order an uninterrupted run would have used."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=gen, device=device)
+
+
+# --- reading files -------------------------------------------------------------------------
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for candidate in (root / stem, root / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"missing data file: {root / stem}[.gz] not found. data.root={root} should hold the "
+        f"four IDX files ({', '.join(IDX_FILES.values())}), plain or gzipped."
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"cannot read {path}: {e} (truncated or not a gzip file?)") from e
+
+
+def read_idx(path: Path, expected_magic: int, expected_md5: str | None = None) -> np.ndarray:
+    """One IDX file (optionally gzipped) as a uint8 array, checked against its header, its
+    expected magic number and, where known, the md5 of its decompressed bytes."""
+    raw = _read_bytes(path)
+    if expected_md5 is not None:
+        actual = hashlib.md5(raw).hexdigest()
+        if actual != expected_md5:
+            raise DataError(
+                f"checksum mismatch for {path}: md5 of the decompressed file is {actual}, "
+                f"expected {expected_md5}. The file is corrupted or not the official one; "
+                f"replace it, or set data.verify=false for a modified copy."
+            )
+    ndim = {IMAGES_MAGIC: 3, LABELS_MAGIC: 1}[expected_magic]
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise DataError(f"{path} is truncated: {len(raw)} bytes, shorter than its IDX header")
+    magic = struct.unpack(">i", raw[:4])[0]
+    if magic != expected_magic:
+        kind = "images" if expected_magic == IMAGES_MAGIC else "labels"
+        raise DataError(
+            f"{path} has magic number {magic}, expected {expected_magic} (IDX {kind}, uint8)"
+        )
+    dims = struct.unpack(f">{ndim}i", raw[4:header_size])
+    expected_size = header_size + int(np.prod(dims))
+    if len(raw) != expected_size:
+        raise DataError(
+            f"{path}: its header declares shape {dims}, i.e. {expected_size} bytes, but the file "
+            f"has {len(raw)} bytes ({'truncated' if len(raw) < expected_size else 'trailing data'})"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def load_idx_dataset(root: Path, name: str, verify: bool) -> tuple[Split, Split]:
+    known = IDX_MD5.get(name, {}) if verify else {}
+    arrays = {}
+    for key, stem in IDX_FILES.items():
+        magic = IMAGES_MAGIC if key.endswith("images") else LABELS_MAGIC
+        arrays[key] = read_idx(_find_idx(root, stem), magic, known.get(stem))
+    splits = []
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        _check_pair(images, labels, f"{root}/{part}")
+        splits.append(_to_split(images, labels))
+    return splits[0], splits[1]
+
+
+def _check_pair(images: np.ndarray, labels: np.ndarray, where: str) -> None:
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
+    if labels.size and int(labels.max()) >= NUM_CLASSES:
+        raise DataError(
+            f"{where}: labels must lie in 0-{NUM_CLASSES - 1}, found {int(labels.max())}"
+        )
+
+
+def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(
+        torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).unsqueeze(1),
+        torch.from_numpy(labels.astype(np.int64)),
+    )
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {what} from {path}: {e}") from e
+
+
+def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
+    """The textbook's arrays: x_train.npy (N, 28, 28) uint8, y_train_label.npy (N,) integer
+    labels in 0-9; x_test.npy and y_test_label.npy optional."""
+    def pair(x_name: str, y_name: str) -> Split:
+        x = _load_npy(root / x_name, "images")
+        y = _load_npy(root / y_name, "labels")
+        if x.dtype != np.uint8 or x.ndim != 3:
+            raise DataError(
+                f"{root / x_name}: expected a uint8 array of shape (N, H, W), got "
+                f"{x.dtype} {x.shape}"
+            )
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(
+                f"{root / y_name}: expected integer labels of shape (N,), got {y.dtype} {y.shape}"
+            )
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= NUM_CLASSES):
+            raise DataError(
+                f"{root / y_name}: labels must lie in 0-{NUM_CLASSES - 1}, "
+                f"found {int(y.min())}..{int(y.max())}"
+            )
+        _check_pair(x, y, str(root))
+        return _to_split(x, y)
+
+    for required in ("x_train.npy", "y_train_label.npy"):
+        if not (root / required).is_file():
+            raise DataError(f"missing data file: {root / required} (data=npy reads "
+                            f"x_train.npy and y_train_label.npy from data.root)")
+    train = pair("x_train.npy", "y_train_label.npy")
+    has_test = (root / "x_test.npy").is_file() and (root / "y_test_label.npy").is_file()
+    test = pair("x_test.npy", "y_test_label.npy") if has_test else None
+    if test is not None and test.images.shape[1:] != train.images.shape[1:]:
+        raise DataError(f"{root}: test images are {tuple(test.images.shape[2:])}, "
+                        f"train images {tuple(train.images.shape[2:])}")
+    return train, test
+
+
+def data_root(cfg) -> Path:
+    return BUNDLED_MNIST if cfg.root is None else Path(cfg.root).expanduser()
+
+
+def load_dataset(cfg, seed: int) -> Dataset:
+    """Load and split the dataset described by a DataConfig, on the CPU."""
+    root = data_root(cfg)
+    if not root.is_dir():
+        raise DataError(f"data.root={root} is not a folder")
+    fmt = getattr(cfg.format, "value", cfg.format)
+    if fmt == "npy":
+        full_train, test = load_npy_dataset(root)
+    else:
+        full_train, test = load_idx_dataset(root, cfg.name, cfg.verify)
+    train, val = split_train_val(full_train, cfg.val_size, cfg.train_size, seed)
+    if test is not None and cfg.test_size is not None:
+        test = Split(test.images[: cfg.test_size], test.labels[: cfg.test_size])
+    return Dataset(cfg.name, train, val, test)
+
+
+def split_train_val(
+    full: Split, val_size: int, train_size: int | None, seed: int
+) -> tuple[Split, Split | None]:
+    """A seeded validation split carved from the training set; train_size subsamples the rest
+    (keeping the stored order, which the textbook's unshuffled recipe relies on)."""
+    n = len(full)
+    if val_size < 0 or val_size >= n:
+        raise ConfigError(
+            f"data.val_size={val_size} must lie in [0, {n - 1}]: the training set has {n} images"
+        )
+    available = n - val_size
+    if train_size is not None and not 0 < train_size <= available:
+        raise ConfigError(
+            f"data.train_size={train_size} must lie in [1, {available}]: the training set has "
+            f"{n} images, of which data.val_size={val_size} are held out for validation"
+        )
+    if val_size == 0:
+        train_idx, val = torch.arange(n), None
+    else:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        val_idx, train_idx = perm[:val_size].sort().values, perm[val_size:].sort().values
+        val = Split(full.images[val_idx], full.labels[val_idx])
+    if train_size is not None:
+        train_idx = train_idx[:train_size]
+    return Split(full.images[train_idx], full.labels[train_idx]), val

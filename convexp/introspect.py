@@ -1,0 +1,213 @@
+"""Model introspection: per-layer output shapes, parameters, MACs and the receptive field.
+
+One forward pass on a single zero image, in eval mode and under ``torch.no_grad()``, runs under
+``torch.utils.flop_counter.FlopCounterMode``. MACs are that counter's FLOPs / 2, so only the ops
+it has formulas for count (convolution, mm/addmm/bmm, attention); ReLU, norms and pooling count 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+# Layers after which the feature map is no longer spatial: the receptive field stops there.
+_NON_SPATIAL = (nn.Flatten, nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+@dataclass
+class LayerInfo:
+    name: str  # qualified module name, "" for the model itself
+    type: str  # class name
+    detail: str  # kernel / dilation / groups / stride for convs and pools, else ""
+    output_shape: tuple  # per-sample, without the batch dimension
+    params: int  # parameters owned directly by this module, not by its children
+    macs: int  # multiply-accumulates per image done by this module's own ops
+
+
+@dataclass
+class ModelReport:
+    layers: list[LayerInfo]  # leaf modules (and containers with own params/MACs), call order
+    params: int  # trainable parameters
+    macs: int  # MACs per image; equals the sum over layers
+    receptive_field: int  # pixels, one side, of the last spatial feature map
+    input_shape: tuple
+
+    def format_table(self) -> str:
+        header = ("name", "type", "kernel", "output", "params", "MACs")
+        rows = [
+            (
+                layer.name or "(model)",
+                layer.type,
+                layer.detail,
+                str(tuple(layer.output_shape)),
+                f"{layer.params:,}",
+                f"{layer.macs:,}",
+            )
+            for layer in self.layers
+        ]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+        def line(row: tuple[str, ...]) -> str:
+            # Text columns align left, the two count columns right.
+            cells = [
+                cell.ljust(width) if i < 4 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ]
+            return "  ".join(cells).rstrip()
+
+        rule = "-" * len(line(header))
+        rf = self.receptive_field
+        return "\n".join(
+            [
+                line(header),
+                rule,
+                *(line(row) for row in rows),
+                rule,
+                f"input              {tuple(self.input_shape)}",
+                f"params             {_with_suffix(self.params)}",
+                f"MACs per image     {_with_suffix(self.macs)}",
+                f"receptive field    RF {rf}x{rf}",
+                "MACs: conv and linear, from torch.utils.flop_counter",
+            ]
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+def describe(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> ModelReport:
+    """Run one image through ``model`` and report its layers, parameters, MACs and RF.
+
+    The model stays on its device and keeps each module's training flag.
+    """
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper: inspect the eager model
+    names = {module: name for name, module in model.named_modules()}
+    layers: dict[nn.Module, LayerInfo] = {}
+    leaf_calls: list[nn.Module] = []
+    # One [flops at call start, flops done by child calls] pair per module being executed.
+    open_calls: list[list[int]] = []
+    counter = FlopCounterMode(display=False)
+
+    def before(module, args):
+        open_calls.append([counter.get_total_flops(), 0])
+
+    def after(module, args, output):
+        start, in_children = open_calls.pop()
+        flops = counter.get_total_flops() - start
+        if open_calls:
+            open_calls[-1][1] += flops
+        is_leaf = next(module.children(), None) is None
+        if is_leaf:
+            leaf_calls.append(module)
+        own_params = sum(p.numel() for p in module.parameters(recurse=False))
+        own_macs = (flops - in_children) // 2
+        if module in layers:
+            layers[module].macs += own_macs
+        elif is_leaf or own_params or own_macs:
+            layers[module] = LayerInfo(
+                name=names[module],
+                type=type(module).__name__,
+                detail=_detail(module),
+                output_shape=_shape(output),
+                params=own_params,
+                macs=own_macs,
+            )
+
+    first = next(iter([*model.parameters(), *model.buffers()]), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    image = torch.zeros(1, *input_shape, device=device, dtype=dtype)
+
+    training = {module: module.training for module in model.modules()}
+    handles = []
+    try:
+        for module in names:
+            handles.append(module.register_forward_pre_hook(before))
+            handles.append(module.register_forward_hook(after))
+        model.eval()
+        with torch.no_grad(), counter:
+            model(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in training.items():
+            module.training = flag
+
+    return ModelReport(
+        layers=list(layers.values()),
+        params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        macs=counter.get_total_flops() // 2,
+        receptive_field=_receptive_field(leaf_calls),
+        input_shape=tuple(input_shape),
+    )
+
+
+def receptive_field(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> int:
+    return describe(model, input_shape).receptive_field
+
+
+def count_macs(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> int:
+    return describe(model, input_shape).macs
+
+
+def _receptive_field(leaf_calls: list[nn.Module]) -> int:
+    """Compose kernel, dilation and stride of convs and pools (height dimension) in call order."""
+    rf, jump = 1, 1
+    for module in leaf_calls:
+        if isinstance(module, _NON_SPATIAL):
+            break
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            kernel = _first(module.kernel_size)
+            dilation = _first(getattr(module, "dilation", 1))
+            rf += dilation * (kernel - 1) * jump
+            jump *= _first(module.stride)
+    return rf
+
+
+def _detail(module: nn.Module) -> str:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return (
+            f"k{_size(module.kernel_size)} d{_size(module.dilation)} "
+            f"g{module.groups} s{_size(module.stride)}"
+        )
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        detail = f"k{_size(module.kernel_size)} s{_size(module.stride)}"
+        dilation = getattr(module, "dilation", 1)
+        return detail if _first(dilation) == 1 else f"{detail} d{_size(dilation)}"
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return f"out {_size(module.output_size)}"
+    return ""
+
+
+def _shape(output) -> tuple:
+    """Per-sample shape of the first tensor in a module's output."""
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape[1:])
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return tuple(item.shape[1:])
+    return ()
+
+
+def _first(value) -> int:
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def _size(value) -> str:
+    """7 or (7, 7) -> "7"; (5, 3) -> "5x3"."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+
+def _with_suffix(count: int) -> str:
+    """2964528 -> "2,964,528 (2.96 M)"."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if count >= scale:
+            return f"{count:,} ({count / scale:.3g} {suffix})"
+    return f"{count:,}"

@@ -1,0 +1,121 @@
+"""Experiment loggers. A logger failure is reported once and then ignored: it never stops a run
+nor touches the run's local files (metrics.jsonl, summary.json, checkpoints)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class NullLogger:
+    run_id: str | None = None
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None: ...
+    def update_summary(self, values: dict[str, Any]) -> None: ...
+    def log_model(self, path: Path, name: str, metadata: dict) -> None: ...
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+def _guarded(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.run is None:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - W&B must never break a run
+            log.warning("W&B %s failed (%s: %s); local results are unaffected, W&B logging "
+                        "stops here.", method.__name__, type(e).__name__, e)
+            self.run = None
+            return None
+
+    return wrapper
+
+
+def wandb_credentials_exist() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1]
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    if mode == "auto":
+        return "online" if wandb_credentials_exist() else "offline"
+    return mode
+
+
+class WandbLogger:
+    """One W&B run per job. Metrics use `epoch` as their step metric."""
+
+    def __init__(self, cfg, config: dict, run_dir: Path, run_id: str, run_name: str,
+                 group: str | None):
+        self.run = None
+        self.run_id = run_id
+        mode = resolve_mode(cfg.mode)
+        os.environ["WANDB_DATA_DIR"] = str(run_dir / "wandb")  # artifact staging, not ~
+        try:
+            import wandb
+
+            self.run = wandb.init(
+                project=cfg.project, entity=cfg.entity, group=group, tags=list(cfg.tags),
+                name=run_name, job_type=cfg.job_type, mode=mode, dir=str(run_dir),
+                id=run_id, resume="allow", config=config, reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=60, silent=True),
+            )
+            self.run.define_metric("epoch")
+            self.run.define_metric("*", step_metric="epoch")
+        except Exception as e:  # noqa: BLE001
+            log.warning("W&B init failed (%s: %s); training goes on without W&B.",
+                        type(e).__name__, e)
+            self.run = None
+            return
+        if mode == "offline":
+            log.info("W&B is offline (no credentials or mode=offline); upload later with: "
+                     "wandb sync %s", Path(self.run.dir).parent)
+
+    @_guarded
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        self.run.log({k: v for k, v in metrics.items() if v is not None})
+
+    @_guarded
+    def update_summary(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            self.run.summary[key] = value
+
+    @_guarded
+    def log_model(self, path: Path, name: str, metadata: dict) -> None:
+        import wandb
+
+        artifact = wandb.Artifact(name, type="model", metadata=metadata)
+        artifact.add_file(str(path))
+        self.run.log_artifact(artifact, aliases=["final"])
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.finish(exit_code=exit_code)
+        except Exception as e:  # noqa: BLE001
+            log.warning("W&B finish failed (%s: %s)", type(e).__name__, e)
+        self.run = None
+
+
+def build_logger(cfg, config: dict, run_dir: Path, run_id: str, run_name: str,
+                 group: str | None):
+    if cfg.name == "none" or cfg.mode == "disabled":
+        return NullLogger()
+    if cfg.name == "wandb":
+        return WandbLogger(cfg, config, run_dir, run_id, run_name, group)
+    from convexp.errors import ConfigError
+
+    raise ConfigError(f"unknown logger {cfg.name!r}. Available: none, wandb")
