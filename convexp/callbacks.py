@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-
-log = logging.getLogger("convexp")
 
 
 def count_statuses(sweep_dir: Path) -> tuple[Counter, list[tuple[str, str, str]]]:
@@ -34,12 +31,11 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         counts, problems = count_statuses(sweep_dir)
-        for job, status, reason in problems:
-            log.warning("job %s %s: %s", job, status, reason)
         total = sum(counts.values())
-        line = (f"sweep done: {total} jobs, {counts['completed']} completed, "
-                f"{counts['failed']} failed, {counts['diverged']} diverged, "
-                f"{counts['interrupted']} interrupted ({sweep_dir})")
-        print(line, flush=True)
+        print(f"sweep done: {total} jobs, {counts['completed']} completed, "
+              f"{counts['failed']} failed, {counts['diverged']} diverged, "
+              f"{counts['interrupted']} interrupted ({sweep_dir})", flush=True)
+        for job, status, reason in problems:
+            print(f"  job {job} {status}: {reason}", flush=True)
         if total == 0 or counts["completed"] < total:
             raise SystemExit(1)

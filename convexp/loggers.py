@@ -89,8 +89,7 @@ class WandbLogger:
 
     @_guarded
     def update_summary(self, values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            self.run.summary[key] = value
+        self.run.summary.update(values)
 
     @_guarded
     def log_model(self, path: Path, name: str, metadata: dict) -> None:

@@ -102,7 +102,7 @@ class ConvNet(nn.Module):
                         f"block features.{i} collapses the feature map: its input is "
                         f"{size}x{size} but kernel_size={kernel_size} with dilation={dilation} "
                         f"has an effective kernel size of {k_eff}. Use a smaller kernel_size or "
-                        f"dilation, fewer channels stages, or model.padding=same."
+                        f"dilation, fewer stages in model.channels, or model.padding=same."
                     )
                 size = size - k_eff + 1
             block_pool = pool if size >= 2 else "none"  # never pool a 1x1 map away
