@@ -247,9 +247,12 @@ def _resume_config(cfg) -> tuple[DictConfig, dict]:
 
 def _set_threads(cfg, ctx) -> None:
     threads = cfg.trainer.threads
-    if threads is None and ctx.get("parallel_jobs"):
+    jobs = ctx.get("parallel_jobs")
+    if threads is None and jobs:
         # One CPU budget per parallel job, or jobs oversubscribe the cores.
-        threads = max(1, (os.cpu_count() or 1) // ctx["parallel_jobs"])
+        cpus = os.cpu_count() or 1
+        jobs = jobs if jobs > 0 else max(1, cpus + 1 + jobs)  # joblib: -1 = all cores
+        threads = max(1, cpus // jobs)
     if threads is not None:
         torch.set_num_threads(threads)
 
