@@ -292,7 +292,8 @@ def _train(cfg, ctx) -> float:
         )
         runner = Runner(
             cfg, model, data, device, job.out_dir, should_stop=flag,
-            checkpoint_extra=lambda: {"config": resolved, "wandb_run_id": job.run_id},
+            checkpoint_extra=lambda: {"config": resolved, "wandb_run_id": job.run_id,
+                                      "image_shape": list(image_shape)},
         )
         if ckpt is not None:
             runner.load_state_dict(ckpt)

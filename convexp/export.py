@@ -1,0 +1,49 @@
+"""ONNX export of a trained checkpoint, for viewing in Netron (https://netron.app)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from convexp.checkpoint import load_checkpoint, resolve_checkpoint
+from convexp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def load_trained_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The model of a checkpoint, rebuilt from its own config, in eval mode on the CPU."""
+    from convexp.models import build_model
+    from convexp.task import to_schema
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = to_schema(ckpt["config"])
+    image_shape = tuple(ckpt.get("image_shape", (1, 28, 28)))
+    model = build_model(cfg.model, in_channels=image_shape[0], image_size=image_shape[1])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), {**ckpt, "image_shape": image_shape}
+
+
+def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 18) -> Path:
+    """Write the checkpoint's model as ONNX with a dynamic batch dimension, check it with
+    onnx's checker, and return the file's path."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise ConfigError('ONNX export needs the export extra: pip install -e ".[export]"') from e
+    source = resolve_checkpoint(checkpoint)
+    model, ckpt = load_trained_model(source)
+    example = torch.zeros(2, *ckpt["image_shape"])
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(
+        model, (example,), dynamo=True, opset_version=opset, input_names=["image"],
+        output_names=["logits"], dynamic_shapes={"x": {0: batch}}, external_data=False,
+    )
+    program.save(str(out_path))
+    onnx.checker.check_model(str(out_path), full_check=True)
+    log.info("exported %s to %s", source, out_path)
+    return out_path
