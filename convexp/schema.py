@@ -122,7 +122,7 @@ class TrainerConfig:
     compile: Any = "auto"  # auto | true | false
     compile_mode: str = "default"  # a torch.compile mode
     precision: Precision = Precision.fp32
-    channels_last: bool = False
+    channels_last: bool = True
     threads: int | None = None  # torch CPU threads; null: torch's default
     progress: Any = "auto"  # auto (a bar on a terminal) | true | false
     checkpoint: bool = True  # save a checkpoint each epoch

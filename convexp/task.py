@@ -203,11 +203,14 @@ class Job:
     """The state of one training job, so that every exit path can record it."""
 
     def __init__(self, cfg, ctx):
+        from convexp.models import variant_of
+
         self.cfg, self.ctx = cfg, ctx
         self.started = time.time()
         self.out_dir = Path(ctx.get("output_dir") or Path("outputs") / "run")
         self.summary: dict[str, Any] = {
             "status": "failed", "reason": None, "model": cfg.model.name,
+            "variant": variant_of(cfg.model.name, cfg.model.dilation),
             "kernel_size": cfg.model.kernel_size, "dilation": cfg.model.dilation,
             "channels": list(cfg.model.channels),
             "padding": getattr(cfg.model.padding, "value", cfg.model.padding),
@@ -260,7 +263,7 @@ def _set_threads(cfg, ctx) -> None:
 def _train(cfg, ctx) -> float:
     from convexp.data import load_dataset
     from convexp.loggers import build_logger
-    from convexp.models import build_model, variant_of
+    from convexp.models import build_model
     from convexp.runner import Runner, select_device
     from convexp.validate import validate_config
 
@@ -286,7 +289,7 @@ def _train(cfg, ctx) -> float:
         if ckpt is not None:
             job.run_id = ckpt.get("wandb_run_id") or job.run_id
         job.summary.update(
-            variant=variant_of(cfg.model.name, cfg.model.dilation), params=report.params,
+            params=report.params,
             macs=report.macs, receptive_field=report.receptive_field, **ratios,
             device=str(device), wandb_run_id=job.run_id,
         )
@@ -330,11 +333,14 @@ def _record_failure(job: Job, cfg, ctx, status: str, reason: str) -> None:
 
     if job.logger is None and ctx.get("multirun") and cfg.logger.name == "wandb":
         # A sweep compares jobs in W&B: a job that failed before training still shows there.
+        top_level = {k: job.summary.get(k) for k in ("variant", "kernel_size", "dilation", "seed")}
         try:
             job.logger = build_logger(
-                cfg.logger, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+                cfg.logger,
+                {**OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), **top_level},
                 job.out_dir, job.run_id, run_name(cfg), cfg.logger.group or ctx.get("sweep_name"),
             )
+            job.logger.update_summary(top_level)
         except ConvexpError:
             job.logger = NullLogger()
     if job.logger is not None:

@@ -1,0 +1,92 @@
+"""`python -m convexp` as a user runs it (a subprocess): config mistakes end the run at once with
+a message that names the problem, and mode=summary describes the model without training.
+
+The five commands are independent and mostly spend their time importing torch and composing
+the config, so they run two at a time (2 CPU cores) in one module-scoped fixture.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import SMALL, read_summary, run_cli
+
+from convexp.api import compose_config
+from convexp.models import build_model
+
+# Each bad command, and strings its output must contain: the offending key or name, exactly.
+BAD = {
+    "unknown_model": (["model=nope"], ["model/nope", "standard", "depthwise_dilated"]),
+    "misspelt_key": (["model.kernal_size=3"], ["model.kernal_size"]),
+    "wrong_type": (["trainer.max_epochs=abc"], ["trainer.max_epochs", "'abc'"]),
+    # k7 d4 has an effective kernel of 25; block 0 leaves a 2x2 map for block 1.
+    "collapsing": (
+        ["model=depthwise_dilated", "model.padding=valid", "model.kernel_size=7",
+         "model.dilation=4"],
+        ["features.1", "2x2", "kernel_size=7", "dilation=4", "effective kernel size of 25"],
+    ),
+}
+SUMMARY = ["mode=summary", "model=depthwise_dilated", "model.kernel_size=5"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    jobs = {name: args for name, (args, _) in BAD.items()} | {"summary": SUMMARY}
+    dirs = {name: tmp_path_factory.mktemp(f"cli-{name}") for name in jobs}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            name: pool.submit(run_cli, [*args, *SMALL, "logger=none"], dirs[name], timeout=240)
+            for name, args in jobs.items()
+        }
+        return {name: (future.result(), dirs[name] / "run") for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_config_exits_nonzero_naming_the_problem(results, case):
+    proc, run_dir = results[case]
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    for needle in BAD[case][1]:
+        assert needle in output, f"{needle!r} not in:\n{output}"
+    # One message, not a Python traceback.
+    assert "Traceback" not in output, output
+    # No run pretends to have completed.
+    if (run_dir / "summary.json").exists():
+        assert read_summary(run_dir)["status"] != "completed"
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "metrics.jsonl").exists()
+
+
+def test_collapsing_model_records_a_failed_run(results):
+    # Composition succeeded, so the job started: it leaves summary.json saying why it failed.
+    proc, run_dir = results["collapsing"]
+    assert proc.returncode == 2
+    assert "convexp: error: block features.1 collapses" in proc.stderr
+    summary = read_summary(run_dir)
+    assert summary["status"] == "failed"
+    assert "features.1" in summary["reason"]
+    assert summary.get("test_acc") is None
+
+
+def test_mode_summary_prints_the_layer_table_without_training(results):
+    proc, run_dir = results["summary"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    model = build_model(compose_config(SUMMARY).model)
+    header = out.splitlines()[1].split()
+    assert header == ["name", "type", "kernel", "output", "params", "MACs"]
+    # One row per layer, with the built model's shapes: e.g. the dilated depthwise convs.
+    for name, module in model.named_modules():
+        if name and next(module.children(), None) is None:
+            assert any(line.startswith(name + " ") for line in out.splitlines()), name
+    assert "k5 d2 g32 s1" in out  # features.1's depthwise conv: kernel 5, dilation 2, 32 groups
+    params = sum(p.numel() for p in model.parameters())
+    assert f"params             {params:,}" in out
+    assert "classifier" in out and "(3136,)" in out  # 64 channels x 7 x 7 into the Linear
+    assert "param ratio vs standard" in out
+    # Nothing trained, nothing saved.
+    assert "epoch" not in out
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "summary.json").exists()
+    assert not (run_dir / "metrics.jsonl").exists()

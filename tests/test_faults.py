@@ -1,0 +1,417 @@
+"""Faults during a run: divergence, interruption and resume, crashes mid-write, W&B failures.
+
+A fault must never lose or corrupt what is on disk: the last good checkpoint, metrics.jsonl and
+summary.json stay readable and say what happened (status diverged | interrupted | failed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import convexp.runner
+from conftest import SMALL, cli_env, read_summary, run_cli, wandb_inspect
+from convexp.api import compose_config
+from convexp.atomic import atomic_write, atomic_write_json, atomic_write_text
+from convexp.checkpoint import load_checkpoint, save_checkpoint
+from convexp.task import run
+
+# A two-epoch in-process run that takes a second or two.
+TINY = [
+    "data.train_size=512", "data.val_size=200", "data.test_size=200", "trainer.max_epochs=2",
+    "trainer.progress=false", "logger=none",
+]
+
+
+def run_inprocess(overrides: list[str], out_dir: Path):
+    cfg = compose_config(overrides)
+    return run(cfg, {"output_dir": out_dir, "overrides": list(overrides), "multirun": False})
+
+
+def all_finite(state: dict) -> bool:
+    return all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def stray_temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+# --- divergence -----------------------------------------------------------------------------
+
+ABSURD_LR = ["optimizer=sgd", "optimizer.lr=1e6", "scheduler=none"]
+
+
+def test_absurd_lr_diverges_in_summary_and_wandb(tmp_path):
+    """SGD at lr 1e6 makes the loss non-finite within the first epoch (verified: by step 7 of
+    7). The job says so in summary.json and in W&B, and keeps no non-finite weights."""
+    proc = run_cli([*SMALL, *ABSURD_LR, "logger=wandb"], tmp_path)
+    run_dir = tmp_path / "run"
+    summary = read_summary(run_dir)
+    assert summary["status"] == "diverged", (summary, proc.stderr[-3000:])
+    assert "non-finite" in summary["reason"]
+    assert summary["test_acc"] is None
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if ckpt.exists():  # nothing good was ever trained: any checkpoint must be finite
+        assert all_finite(load_checkpoint(ckpt)["model"])
+    wb = wandb_inspect(run_dir)
+    assert wb["summary"]["status"] == "diverged", wb["summary"]
+    assert "non-finite" in wb["summary"]["reason"]
+
+
+# Epoch 1 warms up linearly to lr 0.05 (7 steps of 7, SMALL's 2,000 images in batches of 256);
+# in epoch 2 the cosine "decay" runs towards min_lr=1e6, i.e. the lr explodes and the loss
+# turns non-finite (verified) well before the epoch ends.
+DIVERGE_IN_EPOCH_2 = [
+    *SMALL, "logger=none", "trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=0.05",
+    "scheduler=cosine", "scheduler.warmup_steps=7", "scheduler.min_lr=1e6",
+]
+
+
+@pytest.fixture(scope="module")
+def diverged_in_epoch_2(tmp_path_factory):
+    out = tmp_path_factory.mktemp("diverged") / "run"
+    objective = run_inprocess(DIVERGE_IN_EPOCH_2, out)
+    return objective, out
+
+
+def test_divergence_keeps_last_good_checkpoint(diverged_in_epoch_2):
+    _, run_dir = diverged_in_epoch_2
+    summary = read_summary(run_dir)
+    assert summary["status"] == "diverged", summary
+    assert summary["epochs_completed"] == 1 and summary["steps"] > 7
+    metrics = read_metrics(run_dir)
+    assert [m["epoch"] for m in metrics] == [1]
+    assert all(math.isfinite(m[k]) for m in metrics for k in ("train_loss", "val_loss"))
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["progress"]["epoch"] == 1 and ckpt["progress"]["global_step"] == 7
+    assert all_finite(ckpt["model"]), "the kept checkpoint holds non-finite weights"
+    assert not stray_temp_files(run_dir)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: task._finish returns the summary's objective (best_val_acc of the epochs before "
+    "the divergence) for every status; task.run's docstring promises NaN when the job did "
+    "not complete, so a sweeper (Optuna) ranks a diverged trial by its partial accuracy"))
+def test_diverged_run_returns_nan_objective(diverged_in_epoch_2):
+    objective, _ = diverged_in_epoch_2
+    assert math.isnan(objective), objective
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: runner._train_epoch only checks the accumulated training *loss* before "
+    "self.save(); the loss of a step is computed before its update, so an update that makes "
+    "the weights non-finite on an epoch's last step is checkpointed over the last good "
+    "checkpoint and the run ends 'completed' (val_loss NaN)"))
+def test_nonfinite_weights_after_last_step_never_checkpointed(tmp_path, monkeypatch):
+    """Fault injection: the 4th optimizer step (the last of epoch 2, 2 steps per epoch) leaves
+    NaN weights, as a blow-up in an epoch's last update does (reproduced without injection
+    by one-step epochs at sgd lr 1e6..1e10)."""
+    build = convexp.runner.build_optimizer
+
+    def poisoned_optimizer(cfg, params, device):
+        optimizer = build(cfg, params, device)
+        real_step, calls = optimizer.step, []
+
+        def step(*args, **kwargs):
+            out = real_step(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 4:
+                with torch.no_grad():
+                    for group in optimizer.param_groups:
+                        for p in group["params"]:
+                            p.fill_(float("nan"))
+            return out
+
+        optimizer.step = step
+        return optimizer
+
+    monkeypatch.setattr(convexp.runner, "build_optimizer", poisoned_optimizer)
+    run_dir = tmp_path / "run"
+    run_inprocess([*TINY, "optimizer=sgd", "scheduler=none"], run_dir)
+    assert read_summary(run_dir)["status"] == "diverged"
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["progress"]["epoch"] == 1
+    assert all_finite(ckpt["model"])
+
+
+# --- interruption and resume ----------------------------------------------------------------
+
+# Two epochs of 6,000 images (23 steps each): a few seconds per epoch on 2 cores.
+RESUMABLE = [
+    "data.train_size=6000", "data.val_size=500", "data.test_size=1000", "trainer.max_epochs=2",
+    "trainer.progress=false",
+]
+TIMING = ("epoch_time_s", "train_samples_per_s")
+
+
+def start_cli(args: list[str], tmp: Path) -> subprocess.Popen:
+    """`python -m convexp ARGS` in the background, as conftest.run_cli would run it."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "convexp", *args, f"hydra.run.dir={tmp / 'run'}"]
+    with open(tmp / "output.txt", "w") as log:  # the child keeps its own copy of the fd
+        return subprocess.Popen(cmd, cwd=tmp, env=cli_env(tmp), stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_for_epoch(proc: subprocess.Popen, metrics: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.exists() and metrics.read_text().strip():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before its first epoch")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("no epoch finished in time")
+
+
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    base_tmp, int_tmp, res_tmp = tmp_path / "baseline", tmp_path / "interrupted", tmp_path / "resumed"
+    # The uninterrupted baseline runs alongside (same config and seed; logger=none only
+    # changes what goes to W&B, not a single number).
+    baseline = start_cli([*RESUMABLE, "logger=none"], base_tmp)
+    interrupted = start_cli([*RESUMABLE, "logger=wandb"], int_tmp)
+    try:
+        wait_for_epoch(interrupted, int_tmp / "run" / "metrics.jsonl")
+        interrupted.send_signal(signal.SIGTERM)  # early in epoch 2
+        rc = interrupted.wait(timeout=300)
+        assert baseline.wait(timeout=600) == 0, (base_tmp / "output.txt").read_text()[-3000:]
+    finally:
+        for proc in (baseline, interrupted):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = (int_tmp / "output.txt").read_text()
+    assert rc == 128 + signal.SIGTERM, f"exit {rc}\n{output[-3000:]}"
+    int_dir = int_tmp / "run"
+    summary = read_summary(int_dir)
+    assert summary["status"] == "interrupted", summary
+    assert f"resume={int_dir}" in summary["reason"]
+    ckpt = load_checkpoint(int_dir)
+    assert ckpt["progress"]["epoch"] == 1, "the signal should land in epoch 2"
+    assert ckpt["progress"]["step_in_epoch"] >= 1 and ckpt["progress"]["partial"], (
+        "the interrupted checkpoint should be mid-epoch")
+    assert [m["epoch"] for m in read_metrics(int_dir)] == [1]
+
+    res_tmp.mkdir()
+    run_cli([f"resume={int_dir}"], res_tmp, check_rc=0)
+    res_dir, base_dir = res_tmp / "run", base_tmp / "run"
+    resumed, base = read_summary(res_dir), read_summary(base_dir)
+    assert resumed["status"] == "completed"
+    for key in ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_train_loss",
+                "final_train_acc", "steps", "epochs_completed"):
+        assert resumed[key] == base[key], f"{key}: resumed {resumed[key]} != {base[key]}"
+
+    def untimed(run_dir):
+        return [{k: v for k, v in m.items() if k not in TIMING} for m in read_metrics(run_dir)]
+
+    assert untimed(res_dir) == untimed(base_dir)
+    weights = load_checkpoint(res_dir)["model"]
+    base_weights = load_checkpoint(base_dir)["model"]
+    assert weights.keys() == base_weights.keys()
+    for name, tensor in base_weights.items():
+        assert torch.equal(weights[name], tensor), f"{name} differs after resuming"
+
+    # The resumed job continues the same W&B run.
+    run_id = summary["wandb_run_id"]
+    assert resumed["wandb_run_id"] == run_id
+    for run_dir in (int_dir, res_dir):
+        offline = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+        assert offline, f"no offline W&B run named after {run_id} in {run_dir / 'wandb'}"
+
+
+# --- atomic writes --------------------------------------------------------------------------
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [Crash, KeyboardInterrupt])
+def test_atomic_write_crash_midway_keeps_old_file(error, tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text('{"status": "completed"}\n')
+
+    def half_then_crash(f):
+        f.write(b'{"status": "fai')
+        f.flush()
+        raise error("crash in the middle of the write")
+
+    with pytest.raises(error):
+        atomic_write(target, half_then_crash)
+    assert target.read_text() == '{"status": "completed"}\n'
+    assert sorted(tmp_path.iterdir()) == [target], "a temporary file was left behind"
+
+
+def test_atomic_write_crash_on_new_file_leaves_nothing(tmp_path):
+    def crash(f):
+        f.write(b"partial")
+        raise Crash()
+
+    with pytest.raises(Crash):
+        atomic_write(tmp_path / "sub" / "metrics.jsonl", crash)
+    assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_atomic_write_text_and_json_complete(tmp_path):
+    atomic_write_text(tmp_path / "a.txt", "old")
+    atomic_write_text(tmp_path / "a.txt", "new text\n")
+    atomic_write_json(tmp_path / "b.json", {"status": "completed", "path": tmp_path})
+    assert (tmp_path / "a.txt").read_text() == "new text\n"
+    assert json.loads((tmp_path / "b.json").read_text()) == {
+        "status": "completed", "path": str(tmp_path)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json"]
+
+
+def test_save_checkpoint_crash_keeps_previous(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "progress": {"epoch": 1}})
+    before = path.read_bytes()
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(before[: len(before) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "progress": {"epoch": 2}})
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    ckpt = load_checkpoint(path)
+    assert torch.equal(ckpt["model"]["w"], torch.ones(3)) and ckpt["progress"]["epoch"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_checkpoint_write_fails_mid_run(tmp_path, monkeypatch):
+    """The disk fills up while epoch 2's checkpoint is written: the job fails, says why, and
+    epoch 1's checkpoint and metrics stay intact."""
+    real_save, calls = torch.save, []
+
+    def save_then_fill_disk(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_fill_disk)
+    run_dir = tmp_path / "run"
+    with pytest.raises(OSError, match="No space left"):
+        run_inprocess(TINY, run_dir)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "failed" and "No space left" in summary["reason"]
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["progress"]["epoch"] == 1 and all_finite(ckpt["model"])
+    assert [m["epoch"] for m in read_metrics(run_dir)] == [1]
+    assert not stray_temp_files(run_dir)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: atomic.atomic_write creates its temporary file with tempfile.mkstemp, i.e. mode "
+    "0600, and renames it over the target: summary.json, metrics.jsonl and checkpoints end "
+    "up readable by their owner only, whatever the umask (a plain open() gives 0644)"))
+def test_atomic_write_keeps_normal_permissions(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        (tmp_path / "plain.json").write_text("{}")
+        atomic_write_text(tmp_path / "summary.json", "{}")
+    finally:
+        os.umask(old_umask)
+    expected = (tmp_path / "plain.json").stat().st_mode & 0o777
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == expected
+
+
+# --- W&B failures ---------------------------------------------------------------------------
+
+
+def test_wandb_unreachable_never_stops_a_run(tmp_path):
+    """logger.mode=online with no credentials and an unreachable server (measured: W&B gives
+    up within seconds): training completes and every local file is written."""
+    env = cli_env(tmp_path)
+    env.pop("WANDB_MODE")
+    env.update({"WANDB_BASE_URL": "http://127.0.0.1:9", "HOME": str(tmp_path)})
+    cmd = [sys.executable, "-m", "convexp", *SMALL, "trainer.max_steps=2", "logger=wandb",
+           "logger.mode=online", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "W&B init failed" in output and "training goes on without W&B" in output
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "completed" and summary["test_acc"] is not None
+    assert read_metrics(tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run")["progress"]["epoch"] == 1
+
+
+class FakeSummary(dict):
+    def __init__(self, fail: bool):
+        super().__init__()
+        self.fail = fail
+
+    def update(self, values):
+        if self.fail:
+            raise ConnectionError("simulated: W&B summary update failed")
+        super().update(values)
+
+
+class FakeRun:
+    """Stands in for wandb.Run; fails at one chosen point."""
+
+    def __init__(self, fail: str):
+        self.fail, self.dir = fail, "."
+        self.logged: list[dict] = []
+        self.summary = FakeSummary(fail == "summary")
+
+    def define_metric(self, *args, **kwargs):
+        pass
+
+    def log(self, data):
+        if self.fail == "log" and self.logged:  # the first epoch goes through, then not
+            raise ConnectionError("simulated: network gone mid-run")
+        self.logged.append(data)
+
+    def log_artifact(self, artifact, aliases=None):
+        if self.fail == "artifact":
+            raise ConnectionError("simulated: artifact upload failed")
+
+    def finish(self, exit_code=0):
+        if self.fail == "finish":
+            raise ConnectionError("simulated: W&B finish failed")
+
+
+@pytest.mark.parametrize("fail", ["init", "log", "summary", "artifact", "finish"])
+def test_wandb_error_never_crashes_a_run(fail, tmp_path, monkeypatch, caplog):
+    wandb = pytest.importorskip("wandb")
+    runs = []
+
+    def fake_init(**kwargs):
+        if fail == "init":
+            raise ConnectionError("simulated: cannot reach W&B")
+        runs.append(FakeRun(fail))
+        return runs[-1]
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # the logger sets it
+    run_dir = tmp_path / "run"
+    objective = run_inprocess([*TINY, "logger=wandb", "logger.mode=online"], run_dir)
+    assert math.isfinite(objective)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["test_acc"] is not None
+    assert [m["epoch"] for m in read_metrics(run_dir)] == [1, 2]
+    assert load_checkpoint(run_dir)["progress"]["epoch"] == 2
+    assert any("W&B" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    if fail == "log":
+        assert len(runs[0].logged) == 1, "the first epoch should have reached W&B"
