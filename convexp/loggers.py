@@ -49,9 +49,13 @@ def wandb_credentials_exist() -> bool:
 
 
 def resolve_mode(mode: str) -> str:
-    if mode == "auto":
-        return "online" if wandb_credentials_exist() else "offline"
-    return mode
+    """`auto`: WANDB_MODE when set, else online with credentials and offline without."""
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env:
+        return {"dryrun": "offline", "run": "online"}.get(env, env)
+    return "online" if wandb_credentials_exist() else "offline"
 
 
 class WandbLogger:

@@ -118,10 +118,10 @@ class ConvNet(nn.Module):
             self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # Eval mode: BatchNorm neither updates its statistics nor rejects a 1x1 map of one image.
+        self.features.eval()
         width = _flat_width(self._features_and_pool, in_channels, image_size)
-        for module in self.features.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.reset_running_stats()
+        self.features.train()
         self.classifier = nn.Linear(width, num_classes)
 
     def _features_and_pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,8 +137,7 @@ class ConvNet(nn.Module):
 
 def _flat_width(features: Callable[[torch.Tensor], torch.Tensor], in_channels, image_size) -> int:
     """The classifier's input width, from a dry run on one blank image (the textbook
-    printed shapes and typed 1536 by hand). Called before any norm layer has trained:
-    the one BatchNorm running-stat update it causes is reset afterwards."""
+    printed shapes and typed 1536 by hand). Call it with the layers in eval mode."""
     with torch.no_grad():
         out = features(torch.zeros(1, in_channels, image_size, image_size))
     return out[0].numel()

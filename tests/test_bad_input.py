@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMALL, cli_env, read_summary, run_cli
+
 from convexp.api import compose_config
 from convexp.data import BUNDLED_MNIST, IDX_FILES, IDX_MD5, IMAGES_MAGIC, LABELS_MAGIC
 from convexp.runner import Runner
@@ -273,6 +273,56 @@ def test_infinite_lr(tmp_path, capsys, monkeypatch):
 def test_batch_size_larger_than_training_set(tmp_path, capsys, monkeypatch):
     code, err = run_inprocess(["data.batch_size=4096"], tmp_path / "run", capsys, monkeypatch)
     assert_one_clear_error(code, err, "data.batch_size")
+    assert_no_result(tmp_path / "run")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: optim.onecycle passes total_steps=4 with pct_start=0.25 to OneCycleLR, whose warm-up "
+    "phase then ends at step pct_start*total_steps-1 = 0 = its start: ZeroDivisionError in "
+    "Runner.__init__ for any run of exactly 4 steps (e.g. trainer.max_steps=4), or whenever "
+    "pct_start*total_steps == 1"))
+def test_four_step_onecycle(tmp_path, capsys):
+    """A valid config: 4 steps under the default onecycle schedule must train (or, at worst,
+    be refused with one clear message)."""
+    overrides = ["trainer.max_steps=4"]
+    cfg = compose_config([*BASE, *overrides])
+    try:
+        run(cfg, {"output_dir": tmp_path / "run", "overrides": overrides, "multirun": False})
+    except SystemExit as exc:
+        assert_one_clear_error(exc.code, capsys.readouterr().err, "scheduler")
+    else:
+        assert read_summary(tmp_path / "run")["steps"] == 4
+
+
+def unvalidated(override: str, field: str, what: str):
+    return pytest.param(override, field, marks=pytest.mark.xfail(strict=True, reason=(
+        f"BUG: validate.py does not check {field}; {what} escapes from Runner.__init__ as a "
+        "traceback that does not name the field")))
+
+
+@pytest.mark.parametrize("override, field", [
+    unvalidated("scheduler.pct_start=1.5", "scheduler.pct_start",
+                "OneCycleLR's ValueError('Expected float between 0 and 1 pct_start')"),
+    unvalidated("scheduler.div_factor=0", "scheduler.div_factor",
+                "OneCycleLR's ZeroDivisionError"),
+    unvalidated("optimizer.betas=[1.5,0.999]", "optimizer.betas",
+                "torch's ValueError('Invalid beta parameter at index 0')"),
+    unvalidated("optimizer.eps=-1", "optimizer.eps", "torch's ValueError('Invalid epsilon')"),
+])
+def test_unvalidated_hyperparameters(override, field, tmp_path, capsys, monkeypatch):
+    code, err = run_inprocess([override], tmp_path / "run", capsys, monkeypatch)
+    assert_one_clear_error(code, err, field)
+    assert_no_result(tmp_path / "run")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: validate.py accepts optimizer=sgd with nesterov=true and momentum=0; torch.optim.SGD "
+    "then raises ValueError('Nesterov momentum requires a momentum and zero dampening') from "
+    "Runner.__init__, a traceback that names neither optimizer.nesterov nor optimizer.momentum"))
+def test_nesterov_without_momentum(tmp_path, capsys, monkeypatch):
+    code, err = run_inprocess(["optimizer=sgd", "optimizer.momentum=0"], tmp_path / "run", capsys,
+                              monkeypatch)
+    assert_one_clear_error(code, err, "optimizer.nesterov", "optimizer.momentum")
     assert_no_result(tmp_path / "run")
 
 

@@ -207,12 +207,6 @@ def test_collapse_in_the_first_block_names_block_zero():
     assert "features.0" in message and "28x28" in message and "29" in message
 
 
-BN_1X1_BUG = (
-    "BUG: convexp/models.py _flat_width (line ~143) dry-runs the features on ONE image in "
-    "training mode; BatchNorm2d on a 1x1 map with batch 1 raises ValueError('Expected more "
-    "than 1 value per channel when training'), so a valid net whose last map is 1x1 cannot be "
-    "built. Fix: run the dry run in eval mode (or on 2 images)."
-)
 
 
 @pytest.mark.parametrize("overrides,width", [
@@ -229,7 +223,6 @@ def test_one_by_one_feature_map_builds_without_norm(overrides, width):
     assert _forward(model).shape == (BATCH, 10)
 
 
-@pytest.mark.xfail(reason=BN_1X1_BUG, strict=True)
 @pytest.mark.parametrize("overrides,width", [
     (["model.padding=valid", "model.kernel_size=10", "model.dilation=3", "model.channels=[4]"],
      4),

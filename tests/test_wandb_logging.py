@@ -131,6 +131,14 @@ def test_explicit_modes_are_kept(no_credentials, mode):
     assert resolve_mode(mode) == mode
 
 
+@pytest.mark.parametrize("env_mode", ["offline", "disabled"])
+def test_auto_mode_honours_wandb_mode_env_with_credentials(no_credentials, monkeypatch,
+                                                           env_mode):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", env_mode)
+    assert resolve_mode("auto") == env_mode
+
+
 # --- W&B failures never lose local results -----------------------------------------------------
 
 QUICK = ["model=book_cnn", "logger=wandb", "logger.mode=offline", *SMALL,
