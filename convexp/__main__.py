@@ -8,7 +8,7 @@ import hydra
 
 from convexp.paths import CONFIG_DIR
 from convexp.schema import register_configs
-from convexp.task import run
+from convexp.task import install_signal_handlers, run
 
 register_configs()
 
@@ -30,4 +30,5 @@ main = hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_bas
 
 if __name__ == "__main__":
     _keep_freed_memory()
+    install_signal_handlers()
     main()

@@ -22,10 +22,12 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def train(overrides: Sequence[str] = (), output_dir: str | Path = "outputs/api") -> dict[str, Any]:
-    """Run one training job in this process; returns its summary.json as a dict."""
+    """Run one training job in this process; returns its summary.json as a dict, whatever
+    the job's status (a diverged run does not raise). Bad input raises SystemExit(2)."""
     from convexp.task import SUMMARY, run
 
     cfg = compose_config(overrides)
     output_dir = Path(output_dir)
-    run(cfg, {"output_dir": output_dir, "overrides": list(overrides), "multirun": False})
+    run(cfg, {"output_dir": output_dir, "overrides": list(overrides), "multirun": False,
+              "api": True})
     return json.loads((output_dir / SUMMARY).read_text())

@@ -1,8 +1,10 @@
-"""Hydra callbacks: a sweep's closing count, and an exit code that says whether jobs failed."""
+"""Hydra callbacks: a clear error for an output dir that cannot be written, a sweep's closing
+count, and an exit code that says whether any job failed."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,26 @@ def count_statuses(sweep_dir: Path) -> tuple[Counter, list[tuple[str, str, str]]
     return counts, problems
 
 
-class SweepSummary(Callback):
+def _require_writable(path: Path, key: str) -> None:
+    """Hydra creates the output dir before any job code runs; fail first, in one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        print(f"convexp: error: output dir {path} ({key}) is not writable: {e.strerror or e}",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class ConvexpCallback(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _require_writable(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _require_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         counts, problems = count_statuses(sweep_dir)

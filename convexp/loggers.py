@@ -67,25 +67,39 @@ class WandbLogger:
         self.run_id = run_id
         mode = resolve_mode(cfg.mode)
         os.environ["WANDB_DATA_DIR"] = str(run_dir / "wandb")  # artifact staging, not ~
+        init = dict(
+            project=cfg.project, entity=cfg.entity, group=group, tags=list(cfg.tags),
+            name=run_name, job_type=cfg.job_type, dir=str(run_dir), id=run_id, resume="allow",
+            config=config, reinit="finish_previous",
+        )
         try:
-            import wandb
-
-            self.run = wandb.init(
-                project=cfg.project, entity=cfg.entity, group=group, tags=list(cfg.tags),
-                name=run_name, job_type=cfg.job_type, mode=mode, dir=str(run_dir),
-                id=run_id, resume="allow", config=config, reinit="finish_previous",
-                settings=wandb.Settings(init_timeout=60, silent=True),
-            )
-            self.run.define_metric("epoch")
-            self.run.define_metric("*", step_metric="epoch")
+            self.run = self._init(mode, init)
         except Exception as e:  # noqa: BLE001
-            log.warning("W&B init failed (%s: %s); training goes on without W&B.",
+            if mode != "online":
+                log.warning("W&B init failed (%s: %s); training goes on without W&B.",
+                            type(e).__name__, e)
+                return
+            log.warning("W&B online init failed (%s: %s); logging offline instead.",
                         type(e).__name__, e)
-            self.run = None
-            return
+            mode = "offline"
+            try:
+                self.run = self._init(mode, init)
+            except Exception as e2:  # noqa: BLE001
+                log.warning("W&B offline init failed too (%s: %s); training goes on without "
+                            "W&B.", type(e2).__name__, e2)
+                return
         if mode == "offline":
             log.info("W&B is offline (no credentials or mode=offline); upload later with: "
                      "wandb sync %s", Path(self.run.dir).parent)
+
+    @staticmethod
+    def _init(mode: str, init: dict):
+        import wandb
+
+        run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=30, silent=True), **init)
+        run.define_metric("epoch")
+        run.define_metric("*", step_metric="epoch")
+        return run
 
     @_guarded
     def log_metrics(self, metrics: dict[str, Any]) -> None:

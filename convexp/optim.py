@@ -49,9 +49,13 @@ def no_schedule(cfg, optimizer, total_steps):
 
 @SCHEDULERS.register("onecycle")
 def onecycle(cfg, optimizer, total_steps):
+    if total_steps < 3:  # too short for a warm-up and a decay phase: a constant lr
+        return None
+    # OneCycleLR divides by its warm-up length in steps: keep it at least 2 steps long.
+    pct_start = min(max(cfg.pct_start, 2 / total_steps), 1 - 1 / total_steps)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=optimizer.param_groups[0]["lr"], total_steps=max(total_steps, 2),
-        pct_start=cfg.pct_start, div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
+        optimizer, max_lr=optimizer.param_groups[0]["lr"], total_steps=total_steps,
+        pct_start=pct_start, div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
     )
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from convexp.checkpoint import LAST, checkpoint_dir, rng_state, save_checkpoint, set_rng_state
 from convexp.data import Dataset, Normalizer, Split, epoch_order
-from convexp.errors import DeviceError
+from convexp.errors import ConfigError, DeviceError
 from convexp.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,6 @@ def parse_flag(value: Any, key: str) -> bool | None:
         return True
     if text in ("false", "0", "no"):
         return False
-    from convexp.errors import ConfigError
-
     raise ConfigError(f"{key}={value!r}: expected auto, true or false")
 
 
@@ -108,6 +106,11 @@ class Runner:
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), device)
         self.steps_per_epoch = self._steps_per_epoch()
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} is larger than the training set "
+                f"({len(self.data.train)} images): with trainer.drop_last=true no step would run"
+            )
         self.total_steps = self.steps_per_epoch * cfg.trainer.max_epochs
         if cfg.trainer.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.trainer.max_steps)
@@ -253,7 +256,7 @@ class Runner:
                 return self._diverged(p.global_step)
             if self.should_stop():
                 train_s = elapsed()
-                if not torch.isfinite(loss_sum):
+                if not torch.isfinite(loss_sum) or not self._weights_finite():
                     return self._diverged(p.global_step)
                 p.partial = {"loss_sum": loss_sum.item(), "correct": int(correct.item()),
                              "seen": seen, "time_s": train_s}
@@ -263,7 +266,7 @@ class Runner:
             if self._step_cap_reached():
                 break
         train_s = elapsed()
-        if not torch.isfinite(loss_sum):
+        if not torch.isfinite(loss_sum) or not self._weights_finite():
             return self._diverged(p.global_step)
         p.train_time_s += train_s - time_before
         val_loss, val_acc = self.evaluate(self.data.val)
@@ -287,9 +290,16 @@ class Runner:
         self.on_epoch(metrics)
         return None
 
+    def _weights_finite(self) -> bool:
+        """The loss of a step is computed before its update: check the weights themselves
+        before a checkpoint can overwrite a good one."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        return bool(torch.stack([t.isfinite().all() for t in tensors]).all())
+
     def _diverged(self, step: int) -> FitResult:
         # The weights are no longer finite: the last checkpoint on disk stays as it is.
-        return FitResult("diverged", f"non-finite training loss by step {step}", self.progress)
+        return FitResult("diverged", f"non-finite training loss or weights by step {step}",
+                         self.progress)
 
 
 def _sync(device: torch.device) -> None:

@@ -31,43 +31,43 @@ log = logging.getLogger("convexp")
 SUMMARY, METRICS = "summary.json", "metrics.jsonl"
 
 
-class Stop(Exception):
-    """Raised after an interrupted job has written everything: ends the process."""
+class JobExit(Exception):
+    """Raised after a job has recorded everything, to end it with a non-zero exit code."""
+
+    def __init__(self, exit_code: int, message: str):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Stop(JobExit):
+    """An interrupted job: ends the process (a sweep too) with 128 + the signal number."""
 
     def __init__(self, signum: int):
-        super().__init__(f"stopped by signal {signum}")
-        self.exit_code = 128 + signum
+        super().__init__(128 + signum, f"stopped by signal {signum}")
 
 
-class SignalFlag:
-    """SIGINT/SIGTERM ask training to stop at the next step boundary; a second SIGINT
-    interrupts at once."""
+_signals_received: list[int] = []
 
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: the launcher owns signals
-                pass
-        return self
+def _on_signal(signum, frame):
+    if _signals_received and signum == signal.SIGINT:
+        raise KeyboardInterrupt  # a second Ctrl-C: stop now
+    _signals_received.append(signum)
+    log.warning("signal %d received: stopping at the next step and saving a checkpoint", signum)
 
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        log.warning("signal %d received: stopping at the next step and saving a checkpoint",
-                    signum)
 
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+def install_signal_handlers() -> None:
+    """SIGINT/SIGTERM ask the job to stop at the next step boundary, checkpoint and record
+    `interrupted`. Installed as the process starts, so that a signal during setup is kept too."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, _on_signal)
+        except ValueError:  # not the main thread: the launcher owns signals
+            pass
 
-    def __call__(self) -> bool:
-        return self.signum is not None
+
+def stop_requested() -> bool:
+    return bool(_signals_received)
 
 
 # --- context from Hydra -------------------------------------------------------------------
@@ -139,6 +139,11 @@ def _guard(cfg, ctx, job) -> float:
         print(f"convexp: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except Stop as e:
+        raise SystemExit(e.exit_code) from None
+    except JobExit as e:  # recorded already, e.g. a diverged run
+        if ctx.get("multirun") or ctx.get("api"):
+            return math.nan
+        print(f"convexp: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None
     except Exception:
         if ctx.get("multirun"):
@@ -271,7 +276,7 @@ def _train(cfg, ctx) -> float:
     if cfg.resume is not None:
         cfg, ckpt = _resume_config(cfg)
     job = Job(cfg, ctx)
-    flag = SignalFlag()
+    install_signal_handlers()
     try:
         _check_writable(job.out_dir)
         validate_config(cfg)
@@ -294,7 +299,7 @@ def _train(cfg, ctx) -> float:
             device=str(device), wandb_run_id=job.run_id,
         )
         runner = Runner(
-            cfg, model, data, device, job.out_dir, should_stop=flag,
+            cfg, model, data, device, job.out_dir, should_stop=stop_requested,
             checkpoint_extra=lambda: {"config": resolved, "wandb_run_id": job.run_id,
                                       "image_shape": list(image_shape)},
         )
@@ -316,14 +321,20 @@ def _train(cfg, ctx) -> float:
             log.info(_epoch_line(metrics, cfg.trainer.max_epochs))
 
         runner.on_epoch = on_epoch
-        with flag:
-            result = runner.fit()
-        return _finish(job, runner, result, flag)
+        if stop_requested():
+            job.write_summary(status="interrupted", reason="stopped by a signal before training")
+            _record_failure(job, cfg, ctx, "interrupted", "stopped by a signal before training")
+            raise Stop(_signals_received[0])
+        result = runner.fit()
+        return _finish(job, runner, result)
     except BaseException as e:
-        if not isinstance(e, Stop):
+        if not isinstance(e, JobExit):
             reason = str(e) if isinstance(e, ConvexpError) else f"{type(e).__name__}: {e}"
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            job.write_summary(status=status, reason=reason)
+            try:
+                job.write_summary(status=status, reason=reason)
+            except OSError as write_error:  # e.g. the output dir itself is the problem
+                log.warning("could not write %s: %s", job.out_dir / SUMMARY, write_error)
             _record_failure(job, cfg, ctx, status, reason)
         raise
 
@@ -355,7 +366,7 @@ def _epoch_line(m: dict, max_epochs: int) -> str:
             f"{m['train_samples_per_s']:.0f} samples/s")
 
 
-def _finish(job: Job, runner, result, flag: SignalFlag) -> float:
+def _finish(job: Job, runner, result) -> float:
     p = result.progress
     history = p.history
     last = history[-1] if history else {}
@@ -384,7 +395,9 @@ def _finish(job: Job, runner, result, flag: SignalFlag) -> float:
         log.warning("job %s: %s", result.status, result.reason)
     job.logger.finish(exit_code=0 if result.status == "completed" else 1)
     if result.status == "interrupted":
-        raise Stop(flag.signum or signal.SIGINT)
+        raise Stop(_signals_received[0] if _signals_received else signal.SIGINT)
+    if result.status == "diverged":
+        raise JobExit(1, f"run diverged: {result.reason} (see {job.out_dir / SUMMARY})")
     objective = job.summary.get(job.cfg.objective)
     return float(objective) if isinstance(objective, (int, float)) else math.nan
 

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from convexp.errors import ConfigError
 
 
 def _checks(cfg):
     m, o, d, t = cfg.model, cfg.optimizer, cfg.data, cfg.trainer
-    yield "optimizer.lr", o.lr, o.lr > 0, "must be > 0"
+    yield "optimizer.lr", o.lr, 0 < o.lr < math.inf, "must be > 0 and finite"
     yield "optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0, "must be >= 0"
     yield "optimizer.momentum", o.momentum, 0 <= o.momentum < 1, "must lie in [0, 1)"
+    nesterov_ok = not (o.name == "sgd" and o.nesterov and o.momentum <= 0)
+    yield "optimizer.nesterov", o.nesterov, nesterov_ok, "needs optimizer.momentum > 0"
+    betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
+    yield "optimizer.betas", list(o.betas), betas_ok, "must be two numbers in [0, 1)"
+    yield "optimizer.eps", o.eps, o.eps >= 0, "must be >= 0"
+    s = cfg.scheduler
+    if s.name == "onecycle":
+        yield "scheduler.pct_start", s.pct_start, 0 < s.pct_start < 1, "must lie in (0, 1)"
+        yield "scheduler.div_factor", s.div_factor, s.div_factor > 0, "must be > 0"
+        yield ("scheduler.final_div_factor", s.final_div_factor, s.final_div_factor > 0,
+               "must be > 0")
+    if s.name == "cosine":
+        yield "scheduler.min_lr", s.min_lr, s.min_lr >= 0, "must be >= 0"
+        yield "scheduler.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "must be >= 0"
     yield "data.batch_size", d.batch_size, d.batch_size > 0, "must be > 0"
     yield "data.eval_batch_size", d.eval_batch_size, d.eval_batch_size > 0, "must be > 0"
     yield "data.val_size", d.val_size, d.val_size >= 0, "must be >= 0"
@@ -42,6 +61,7 @@ def validate_config(cfg) -> None:
     from convexp.optim import OPTIMIZERS, SCHEDULERS
     from convexp.runner import parse_flag
 
+    _check_schema_keys(cfg)
     problems = [f"{key}={value!r} {rule}" for key, value, ok, rule in _checks(cfg) if not ok]
     for key, registry in (("model.name", MODELS), ("optimizer.name", OPTIMIZERS),
                           ("scheduler.name", SCHEDULERS)):
@@ -57,6 +77,19 @@ def validate_config(cfg) -> None:
             problems.append(str(e))
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def _check_schema_keys(cfg) -> None:
+    """Keys added with Hydra's `+key=value` bypass the schema: a typo such as
+    +model.kernel_sise=5 would be silently ignored. Re-merging onto the schema catches it."""
+    from convexp.schema import Config
+
+    try:
+        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        detail = str(getattr(e, "msg", e)).splitlines()[0]
+        raise ConfigError(f"unknown or mistyped config key {key!r}: {detail}") from None
 
 
 def _get(cfg, dotted: str):
