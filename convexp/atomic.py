@@ -29,6 +29,15 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     return path
 
 
+def ensure_writable_dir(path: str | Path) -> None:
+    """Create `path` if needed and prove a file can be written in it; OSError otherwise."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -12,6 +12,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from convexp.atomic import ensure_writable_dir
+
 
 def count_statuses(sweep_dir: Path) -> tuple[Counter, list[tuple[str, str, str]]]:
     counts: Counter = Counter()
@@ -32,10 +34,7 @@ def count_statuses(sweep_dir: Path) -> tuple[Counter, list[tuple[str, str, str]]
 def _require_writable(path: Path, key: str) -> None:
     """Hydra creates the output dir before any job code runs; fail first, in one line."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        ensure_writable_dir(path)
     except OSError as e:
         print(f"convexp: error: output dir {path} ({key}) is not writable: {e.strerror or e}",
               file=sys.stderr)

@@ -131,7 +131,9 @@ def _status_text(jobs: list[dict]) -> str:
 def _aggregate_group(key: tuple[str, ...], jobs: list[dict], shared: set[str]) -> dict:
     completed = [job for job in jobs if job.get("status") == "completed"]
     settings = " ".join(e for e in key if e not in shared and not _is_label_field(e))
-    variant, kernel, dilation = (_first(jobs, f) for f in ("model", "kernel_size", "dilation"))
+    # `variant` names the operator a job really built (standard with dilation 2 is dilated).
+    variant = _first(jobs, "variant") or _first(jobs, "model")
+    kernel, dilation = _first(jobs, "kernel_size"), _first(jobs, "dilation")
     label_parts = [str(variant) if variant is not None else "?"]
     label_parts += [f"k{kernel}"] if kernel is not None else []
     label_parts += [f"d{dilation}"] if dilation is not None else []

@@ -21,7 +21,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from convexp.atomic import atomic_write_json, atomic_write_text
+from convexp.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+    finite_or_none,
+)
 from convexp.checkpoint import load_checkpoint
 from convexp.errors import ConfigError, ConvexpError
 from convexp.schema import Config
@@ -231,15 +236,13 @@ class Job:
         atomic_write_json(self.out_dir / SUMMARY, self.summary)
 
     def write_metrics(self, history: list[dict]) -> None:
-        atomic_write_text(self.out_dir / METRICS, "".join(json.dumps(m) + "\n" for m in history))
+        lines = (json.dumps(finite_or_none(m)) + "\n" for m in history)
+        atomic_write_text(self.out_dir / METRICS, "".join(lines))
 
 
 def _check_writable(out_dir: Path) -> None:
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        ensure_writable_dir(out_dir)
     except OSError as e:
         raise ConfigError(f"output dir {out_dir} is not writable: {e.strerror or e}") from e
 
