@@ -203,6 +203,7 @@ class Runner:
 
     def fit(self) -> FitResult:
         p, tc = self.progress, self.trainer_cfg
+        self._graphs_at_start = _compiled_graph_count()
         self.model.train()
         bar = _progress_bar(tc.progress, self.total_steps, initial=p.global_step)
         try:
@@ -214,6 +215,11 @@ class Runner:
             if bar is not None:
                 bar.close()
         return FitResult("completed", None, p)
+
+    @property
+    def ran_compiled(self) -> bool:
+        """Whether dynamo really captured graphs during fit(), rather than running eager."""
+        return self.compiled and _compiled_graph_count() > getattr(self, "_graphs_at_start", 0)
 
     def _step_cap_reached(self) -> bool:
         return self.trainer_cfg.max_steps is not None and (
@@ -300,6 +306,12 @@ class Runner:
         # The weights are no longer finite: the last checkpoint on disk stays as it is.
         return FitResult("diverged", f"non-finite training loss or weights by step {step}",
                          self.progress)
+
+
+def _compiled_graph_count() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def _sync(device: torch.device) -> None:

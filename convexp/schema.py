@@ -102,7 +102,7 @@ class DataConfig:
     name: str = "mnist"  # mnist | fashion_mnist | kmnist | any name for npy folders
     format: DataFormat = DataFormat.idx
     root: str | None = None  # null: the MNIST files bundled with convexp
-    batch_size: int = 256
+    batch_size: int = 128
     eval_batch_size: int = 1000
     train_size: int | None = None  # null: all training images not used for validation
     val_size: int = 5000  # carved from the training set, seeded
@@ -116,7 +116,7 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 3
+    max_epochs: int = 4
     max_steps: int | None = None  # null: no cap
     device: Device = Device.auto
     compile: Any = "auto"  # auto | true | false

@@ -380,7 +380,7 @@ def _finish(job: Job, runner, result) -> float:
         "epochs_completed": p.epoch, "steps": p.global_step,
         "train_time_s": round(p.train_time_s, 3),
         "train_samples_per_s": _overall_rate(history),
-        "test_loss": None, "test_acc": None,
+        "test_loss": None, "test_acc": None, "compiled": runner.ran_compiled,
     }
     if result.status == "completed":
         values["test_loss"], values["test_acc"] = runner.evaluate(runner.data.test)

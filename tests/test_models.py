@@ -114,12 +114,17 @@ def test_depthwise_variants_use_depthwise_then_pointwise(name):
     c_in = 1
     for i, c_out in enumerate(cfg.channels):
         dw, pw = convs[2 * i], convs[2 * i + 1]
-        assert dw.in_channels == dw.out_channels == dw.groups == c_in, f"stage {i}: {dw}"
+        # One filter per input channel, except on the 1-channel image, where the first
+        # depthwise conv has c_out filters (a depth multiplier; still groups=in_channels).
+        multiplier = c_out if c_in == 1 else 1
+        mid = c_in * multiplier
+        assert dw.in_channels == dw.groups == c_in, f"stage {i}: {dw}"
+        assert dw.out_channels == mid, f"stage {i}: {dw}"
         assert dw.kernel_size == (cfg.kernel_size,) * 2
         assert dw.dilation == (cfg.dilation,) * 2
-        assert dw.weight.shape == (c_in, 1, cfg.kernel_size, cfg.kernel_size)
+        assert dw.weight.shape == (mid, 1, cfg.kernel_size, cfg.kernel_size)
         assert (pw.in_channels, pw.out_channels, pw.kernel_size, pw.groups) == (
-            c_in, c_out, (1, 1), 1)
+            mid, c_out, (1, 1), 1)
         c_in = c_out
 
 

@@ -28,7 +28,9 @@ from convexp.models import build_model
 # variant at its defaults (channels [32, 64], kernel 3, dilation 1, same padding, batch norm,
 # max pool 2 after each block), on a small real-MNIST subset, without W&B.
 BOOK = ["model=book_cnn", "logger=none", *SMALL]
-SEPARABLE = ["model=depthwise_separable", "logger=none", *SMALL]
+# The hand computations below are for channels [32, 64]: pinned, whatever the defaults are.
+CHANNELS = "model.channels=[32,64]"
+SEPARABLE = ["model=depthwise_separable", CHANNELS, "logger=none", *SMALL]
 
 INTROSPECTION_KEYS = ("params", "macs", "receptive_field")
 RATIO_KEYS = ("param_ratio_vs_standard", "macs_ratio_vs_standard")
@@ -65,13 +67,16 @@ def separable_run(tmp_path_factory) -> Path:
 def hand_counts(separable: bool, channels=(32, 64), k=3, image=28, classes=10):
     """(params, MACs per image) of a variant with same padding, batch norm and max pool 2
     after every block, then flatten -> Linear. Per block: a standard conv has k*k*cin*cout
-    weights, a separable one k*k*cin (depthwise) + cin*cout (pointwise); both convs are
-    bias-free because a BatchNorm (2*cout params: weight and bias) follows; each weight does
-    one MAC per output pixel. Norms, activations and pools do no MACs."""
+    weights, a separable one k*k*cin*m (depthwise, m filters per input channel) + cin*m*cout
+    (pointwise), where the depth multiplier m is cout // cin on a 1-3 channel input (the
+    first block on MNIST) and 1 after; both convs are bias-free because a BatchNorm (2*cout
+    params: weight and bias) follows; each weight does one MAC per output pixel. Norms,
+    activations and pools do no MACs."""
     params = macs = 0
     c_in, size = 1, image
     for c_out in channels:
-        conv = k * k * c_in + c_in * c_out if separable else k * k * c_in * c_out
+        m = c_out // c_in if c_in <= 3 else 1
+        conv = k * k * c_in * m + c_in * m * c_out if separable else k * k * c_in * c_out
         params += conv + 2 * c_out
         macs += size * size * conv
         c_in, size = c_out, size // 2
@@ -85,10 +90,10 @@ def hand_counts(separable: bool, channels=(32, 64), k=3, image=28, classes=10):
 # Linear 64*7*7*10 + 10 = 31,370 -> 50,282 params;
 # MACs 28*28*288 = 225,792 + 14*14*18,432 = 3,612,672 + 31,360 = 3,869,824.
 STANDARD_PARAMS, STANDARD_MACS = 50_282, 3_869_824
-# Separable [32, 64] k3: depthwise 9 + pointwise 32, BN 64, depthwise 288 + pointwise 2,048,
-# BN 128, Linear 31,370 -> 33,939 params;
-# MACs 28*28*41 = 32,144 + 14*14*2,336 = 457,856 + 31,360 = 521,360.
-SEPARABLE_PARAMS, SEPARABLE_MACS = 33_939, 521_360
+# Separable [32, 64] k3: depthwise 9*32 = 288 (multiplier 32 on the 1-channel input) +
+# pointwise 32*32 = 1,024, BN 64, depthwise 288 + pointwise 2,048, BN 128, Linear 31,370
+# -> 35,210 params; MACs 28*28*1,312 = 1,028,608 + 14*14*2,336 = 457,856 + 31,360 = 1,517,824.
+SEPARABLE_PARAMS, SEPARABLE_MACS = 35_210, 1_517_824
 
 
 def test_hand_formula_matches_the_worked_numbers():
@@ -111,12 +116,12 @@ def _total(stdout: str, label: str) -> str:
 
 
 def test_summary_mode_prints_the_table_totals_rf_and_ratios(tmp_path):
-    overrides = ["model=depthwise_dilated", "model.dilation=3"]
+    overrides = ["model=depthwise_dilated", "model.dilation=3", CHANNELS]
     proc = run_cli([*overrides, "mode=summary"], tmp_path, check_rc=0)
     out = proc.stdout
 
     report = report_of(overrides)
-    standard = report_of(["model=standard"])  # same channels [32, 64] and kernel 3
+    standard = report_of(["model=standard", CHANNELS])  # same channels and kernel 3
     assert (report.params, report.macs) == (SEPARABLE_PARAMS, SEPARABLE_MACS)  # dilation: free
     assert (standard.params, standard.macs) == (STANDARD_PARAMS, STANDARD_MACS)
 
@@ -134,8 +139,9 @@ def test_summary_mode_prints_the_table_totals_rf_and_ratios(tmp_path):
     ]
     assert [_cells(row) for row in rows] == expected_rows
     by_name = {cells[0]: cells for cells in map(_cells, rows)}
-    # The first depthwise conv sees one input channel (groups 1), the second 32.
-    assert by_name["features.0.conv.depthwise"][1:3] == ["Conv2d", "k3 d3 g1 s1"]
+    # The first depthwise conv sees one input channel (groups 1, 32 filters), the second 32.
+    assert by_name["features.0.conv.depthwise"][1:4] == ["Conv2d", "k3 d3 g1 s1",
+                                                        "(32, 28, 28)"]
     assert by_name["features.1.conv.depthwise"][1:] == [
         "Conv2d", "k3 d3 g32 s1", "(32, 14, 14)", "288", f"{14 * 14 * 32 * 9:,}"]
     assert by_name["features.1.conv.pointwise"][1:] == [
@@ -144,15 +150,15 @@ def test_summary_mode_prints_the_table_totals_rf_and_ratios(tmp_path):
     assert by_name["classifier"][1:] == ["Linear", "(10,)", "31,370", "31,360"]
 
     # Totals equal describe() on the same model.
-    assert _total(out, "params") == f"{report.params:,}" == "33,939"
-    assert _total(out, "MACs per image") == f"{report.macs:,}" == "521,360"
+    assert _total(out, "params") == f"{report.params:,}" == "35,210"
+    assert _total(out, "MACs per image") == f"{report.macs:,}" == "1,517,824"
     # k3 d3 spans 7: RF 7; pool: 7+1 = 8, jump 2; k3 d3: 8 + 6*2 = 20; pool: 20 + 1*2 = 22.
     assert report.receptive_field == 22
     assert "receptive field    RF 22x22" in out
     assert f"param ratio vs standard: {report.params / standard.params:.3f}" in out
     assert f"macs ratio vs standard: {report.macs / standard.macs:.3f}" in out
-    assert "param ratio vs standard: 0.675" in out  # 33,939 / 50,282
-    assert "macs ratio vs standard: 0.135" in out  # 521,360 / 3,869,824
+    assert "param ratio vs standard: 0.700" in out  # 35,210 / 50,282
+    assert "macs ratio vs standard: 0.392" in out  # 1,517,824 / 3,869,824
 
     # A summary trains nothing: no checkpoint, no completed run record.
     assert not list(tmp_path.rglob("*.pt"))
@@ -192,17 +198,17 @@ def test_variant_run_summary_records_its_introspection(separable_run):
     ("overrides", "expected"),
     [
         # k3: 3; pool 2: 3 + 1 = 4, jump 2; k3: 4 + 2*2 = 8; pool: 8 + 1*2 = 10.
-        (["model=standard"], 10),
+        (["model=standard", CHANNELS], 10),
         # k3 d2 spans 5: 5; pool: 6, jump 2; k3 d2: 6 + 4*2 = 14; pool: 14 + 1*2 = 16.
-        (["model=dilated"], 16),
+        (["model=dilated", CHANNELS], 16),
         # Depthwise k5 d2 spans 9 (the 1x1 pointwise adds nothing): 9; pool: 10, jump 2;
         # k5 d2: 10 + 8*2 = 26; pool: 26 + 1*2 = 28.
-        (["model=depthwise_dilated", "model.kernel_size=5"], 28),
+        (["model=depthwise_dilated", "model.kernel_size=5", CHANNELS], 28),
         # Two 3x3 convs with dilation 2 and no pooling: 1 + 4 + 4 = 9.
         (["model=dilated", "model.pool=none", "model.channels=[8,8]"], 9),
         # Valid padding changes sizes, not the RF: k5: 5; pool: 6, jump 2; k5: 6 + 4*2 = 14;
         # pool: 14 + 1*2 = 16.
-        (["model=standard", "model.kernel_size=5", "model.padding=valid"], 16),
+        (["model=standard", "model.kernel_size=5", "model.padding=valid", CHANNELS], 16),
         # The textbook net: 7 + (5 - 1) + (3 - 1) = 13.
         (["model=book_cnn"], 13),
     ],
@@ -219,11 +225,11 @@ def test_separable_saving_vs_standard_matches_the_hand_formula(separable_run):
     summary = read_summary(separable_run)
     assert (summary["params"], summary["macs"]) == (SEPARABLE_PARAMS, SEPARABLE_MACS)
     assert summary["param_ratio_vs_standard"] == pytest.approx(
-        SEPARABLE_PARAMS / STANDARD_PARAMS, rel=1e-12)  # 0.675
+        SEPARABLE_PARAMS / STANDARD_PARAMS, rel=1e-12)  # 0.700
     assert summary["macs_ratio_vs_standard"] == pytest.approx(
-        SEPARABLE_MACS / STANDARD_MACS, rel=1e-12)  # 0.135
+        SEPARABLE_MACS / STANDARD_MACS, rel=1e-12)  # 0.392
     # The standard net the ratio is taken against, built for real.
-    standard = report_of(["model=standard"])
+    standard = report_of(["model=standard", CHANNELS])
     assert (standard.params, standard.macs) == (STANDARD_PARAMS, STANDARD_MACS)
 
 
