@@ -116,7 +116,7 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 4
+    max_epochs: int = 5
     max_steps: int | None = None  # null: no cap
     device: Device = Device.auto
     compile: Any = "auto"  # auto | true | false
