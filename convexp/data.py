@@ -107,6 +107,27 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
     return torch.randperm(n, generator=gen, device=device)
 
 
+def epoch_shifts(n: int, max_shift: int, seed: int, epoch: int, device: torch.device
+                 ) -> torch.Tensor:
+    """Per-image (dy, dx) translations in [-max_shift, max_shift] for one epoch, indexed by
+    position in the epoch's order: like the order, a function of (seed, epoch) only."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed * 1_000_003 + epoch + 500_000)  # a stream apart from epoch_order's
+    return torch.randint(-max_shift, max_shift + 1, (n, 2), generator=gen, device=device)
+
+
+def shift_images(images: torch.Tensor, shifts: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Translate each image of a (B, C, H, W) batch by its (dy, dx), filling with zeros
+    (MNIST's background), as one gather on the batch's device."""
+    b, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
+    rows = torch.arange(h, device=images.device) + max_shift - shifts[:, :1]  # (B, H)
+    cols = torch.arange(w, device=images.device) + max_shift - shifts[:, 1:]  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
 # --- reading files -------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convexp.checkpoint import LAST, checkpoint_dir, rng_state, save_checkpoint, set_rng_state
-from convexp.data import Dataset, Normalizer, Split, epoch_order
+from convexp.data import Dataset, Normalizer, Split, epoch_order, epoch_shifts, shift_images
 from convexp.errors import ConfigError, DeviceError
 from convexp.optim import build_optimizer, build_scheduler
 
@@ -226,13 +226,26 @@ class Runner:
             self.progress.global_step >= self.trainer_cfg.max_steps
         )
 
+    def epoch_batches(self, epoch: int, start: int = 0
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The uint8 training batches of one epoch, from batch number `start` on: the epoch's
+        seeded order, and its seeded random shifts when data.random_shift > 0."""
+        train, dc = self.data.train, self.data_cfg
+        order = epoch_order(len(train), self.cfg.seed, epoch, self.device) if dc.shuffle else None
+        shifts = (
+            epoch_shifts(len(train), dc.random_shift, self.cfg.seed, epoch, self.device)
+            if dc.random_shift > 0 else None
+        )
+        batches = train.batches(dc.batch_size, order, self.trainer_cfg.drop_last, start)
+        for i, (images, labels) in enumerate(batches, start):
+            if shifts is not None:
+                first = i * dc.batch_size
+                images = shift_images(images, shifts[first : first + dc.batch_size],
+                                      dc.random_shift)
+            yield images, labels
+
     def _train_epoch(self, bar) -> FitResult | None:
         p, tc = self.progress, self.trainer_cfg
-        train = self.data.train
-        order = (
-            epoch_order(len(train), self.cfg.seed, p.epoch, self.device)
-            if self.data_cfg.shuffle else None
-        )
         partial = p.partial or {}
         loss_sum = torch.tensor(partial.get("loss_sum", 0.0), device=self.device)
         correct = torch.tensor(partial.get("correct", 0), device=self.device)
@@ -245,10 +258,7 @@ class Runner:
             _sync(self.device)
             return time_before + time.perf_counter() - start
 
-        batches = train.batches(
-            self.data_cfg.batch_size, order, drop_last=tc.drop_last, start=p.step_in_epoch
-        )
-        for images, labels in batches:
+        for images, labels in self.epoch_batches(p.epoch, start=p.step_in_epoch):
             loss, batch_correct = self._train_step(images, labels)
             n = labels.shape[0]
             loss_sum += loss * n

@@ -103,11 +103,12 @@ class DataConfig:
     format: DataFormat = DataFormat.idx
     root: str | None = None  # null: the MNIST files bundled with convexp
     batch_size: int = 128
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 500
     train_size: int | None = None  # null: all training images not used for validation
     val_size: int = 5000  # carved from the training set, seeded
     test_size: int | None = None  # null: the full test set
     shuffle: bool = True
+    random_shift: int = 0  # train-time augmentation: translate each image by up to N pixels
     normalize: bool = True  # false: pixels / 255 in [0, 1], as the textbook
     mean: float = 0.1307
     std: float = 0.3081

@@ -36,6 +36,7 @@ def _checks(cfg):
         yield "data.train_size", d.train_size, d.train_size > 0, "must be > 0 (or null: all)"
     if d.test_size is not None:
         yield "data.test_size", d.test_size, d.test_size > 0, "must be > 0 (or null: all)"
+    yield "data.random_shift", d.random_shift, d.random_shift >= 0, "must be >= 0"
     yield "data.std", d.std, d.std > 0, "must be > 0"
     yield "trainer.max_epochs", t.max_epochs, t.max_epochs > 0, "must be > 0"
     if t.max_steps is not None:

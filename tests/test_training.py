@@ -23,11 +23,15 @@ from convexp.data import (
     BUNDLED_MNIST,
     Normalizer,
     Split,
+    epoch_order,
+    epoch_shifts,
     load_dataset,
     load_idx_dataset,
+    shift_images,
     split_train_val,
 )
 from convexp.models import build_model
+from convexp.runner import Runner
 
 VARIANTS = ["standard", "depthwise_separable", "dilated", "depthwise_dilated", "book_cnn"]
 # 2,000 images in batches of 64: 31 steps. The default batch of 256 gives only 7 steps, too few
@@ -298,3 +302,46 @@ def test_training_data_uses_the_seeded_split(mnist):
     train_split, val_split = split_train_val(full_train, 500, 2000, cfg.seed)
     assert torch.equal(data.val.images, val_split.images)
     assert torch.equal(data.train.labels, train_split.labels)
+
+
+# --- augmentation: random shifts ---------------------------------------------------------------
+
+
+def test_shift_images_moves_each_image_by_its_own_offset(mnist):
+    images = mnist[0].images[:4]  # real digits, (4, 1, 28, 28) uint8
+    shifts = torch.tensor([[0, 0], [2, 0], [0, -1], [-2, 1]])
+    out = shift_images(images, shifts, max_shift=2)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    for img, moved, (dy, dx) in zip(images, out, shifts.tolist(), strict=True):
+        expected = torch.zeros_like(img)
+        h, w = img.shape[1:]
+        expected[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = (
+            img[:, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+        )
+        assert torch.equal(moved, expected), (dy, dx)
+    assert torch.equal(out[0], images[0])
+
+
+def test_epoch_shifts_are_seeded_bounded_and_differ_between_epochs():
+    cpu = torch.device("cpu")
+    a = epoch_shifts(5000, 1, seed=0, epoch=0, device=cpu)
+    assert torch.equal(a, epoch_shifts(5000, 1, seed=0, epoch=0, device=cpu))
+    assert not torch.equal(a, epoch_shifts(5000, 1, seed=0, epoch=1, device=cpu))
+    assert not torch.equal(a, epoch_shifts(5000, 1, seed=1, epoch=0, device=cpu))
+    assert a.shape == (5000, 2) and set(a.unique().tolist()) == {-1, 0, 1}
+
+
+def test_runner_trains_on_the_shifted_images_in_the_epochs_order(mnist, tmp_path):
+    cfg = compose_config(["model=book_cnn", *FAST, "data.random_shift=2"])
+    data = load_dataset(cfg.data, cfg.seed)
+    runner = Runner(cfg, build_model(cfg.model), data, torch.device("cpu"), tmp_path)
+    order = epoch_order(len(data.train), cfg.seed, 3, torch.device("cpu"))
+    shifts = epoch_shifts(len(data.train), 2, cfg.seed, 3, torch.device("cpu"))
+    bs = cfg.data.batch_size
+    batches = list(runner.epoch_batches(3, start=2))
+    assert len(batches) == len(data.train) // bs - 2  # drop_last, from batch 2 on
+    images, labels = batches[0]
+    idx = order[2 * bs : 3 * bs]
+    assert torch.equal(labels, data.train.labels[idx])
+    assert torch.equal(images, shift_images(data.train.images[idx], shifts[2 * bs : 3 * bs], 2))
+    assert not torch.equal(images, data.train.images[idx])
