@@ -14,6 +14,7 @@ noise shows up as the spread between min and max. benchmarks/README.md explains 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -37,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from convexp.api import compose_config
 from convexp.atomic import atomic_write_json
-from convexp.data import epoch_order, load_dataset
+from convexp.data import load_dataset
 from convexp.introspect import describe
 from convexp.models import build_model
 from convexp.paths import CONFIG_DIR
@@ -156,16 +157,9 @@ def dataloader_loop(cfg, model, data, device):
     return step
 
 
-def epoch_batches(runner, cfg, epoch: int):
-    """One epoch of the batches Runner.fit trains on: slices of the data on the device, in the
-    seeded order of that epoch."""
-    train = runner.data.train
-    order = epoch_order(len(train), cfg.seed, epoch, runner.device) if cfg.data.shuffle else None
-    return train.batches(cfg.data.batch_size, order, drop_last=cfg.trainer.drop_last)
-
-
-def runner_batches(runner, cfg):
-    return forever(lambda epoch: epoch_batches(runner, cfg, epoch))
+def runner_batches(runner):
+    """The batches Runner.fit trains on, epoch after epoch (seeded order and augmentation)."""
+    return forever(runner.epoch_batches)
 
 
 def make_runner(cfg, model, data, device, out_dir):
@@ -180,7 +174,7 @@ def make_runner(cfg, model, data, device, out_dir):
 def runner_loop(cfg, model, data, device, out_dir):
     """convexp's own per-step path: on-device batch slicing, normalisation, the train step."""
     runner = make_runner(cfg, model, data, device, out_dir)
-    batches = runner_batches(runner, cfg)
+    batches = runner_batches(runner)
 
     def step() -> int:
         images, labels = next(batches)
@@ -265,7 +259,7 @@ def measure_time_to_accuracy(spec: dict) -> dict:
     model = build_model(cfg.model, in_channels=IMAGE_SHAPE[0], image_size=IMAGE_SHAPE[1])
     with tempfile.TemporaryDirectory(prefix="convexp-bench-") as out_dir:
         runner = make_runner(cfg, model, data, device, out_dir)
-        per_epoch, batches = runner.steps_per_epoch, runner_batches(runner, cfg)
+        per_epoch, batches = runner.steps_per_epoch, runner_batches(runner)
         eval_every = max(1, per_epoch // spec["evals_per_epoch"])
         evals, train_s, first_step_s, step, reached = [], 0.0, None, 0, False
         start = time.perf_counter()
@@ -310,10 +304,13 @@ def worker_main(spec_json: str) -> None:
 # =============================================================================================
 
 
-def run_worker(spec: dict, timeout: float) -> dict:
+def run_worker(spec: dict, timeout: float, cache_dir: str | None = None) -> dict:
     """Run one measurement in a fresh `python -m convexp.bench --worker` process, with an empty
-    torch.compile cache of its own; returns its result, or {"error": ...}."""
-    with tempfile.TemporaryDirectory(prefix="convexp-bench-cache-") as cache:
+    torch.compile cache of its own (or `cache_dir`, to share one); returns its result, or
+    {"error": ...}."""
+    with contextlib.ExitStack() as stack:
+        cache = cache_dir or stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="convexp-bench-cache-"))
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache,
                "TRITON_CACHE_DIR": str(Path(cache) / "triton")}
         cmd = [sys.executable, "-m", "convexp.bench", "--worker", json.dumps(spec)]
@@ -593,6 +590,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-to-accuracy", action="store_true",
                    help="also time training to --target test accuracy")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput grid")
+    p.add_argument("--compile-cache", action="store_true",
+                   help="also time compilation per model with an empty and a filled "
+                        "torch.compile cache")
     p.add_argument("--tta-recipe", action="append", type=lambda s: s.split(), default=None,
                    metavar="OVERRIDES", help="a recipe for --time-to-accuracy, as space-separated "
                    "overrides ('' for the defaults); repeatable (default: the defaults, and "
@@ -630,6 +630,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def run_compile_cache(args, models: list[str]) -> list[dict]:
+    """Per model, two fresh processes that compile the runner's step with one shared, initially
+    empty torch.compile cache: the first fills it (cold), the second reads it (warm)."""
+    results = []
+    for model in models:
+        spec = throughput_spec(args, model, "convexp-fast", ["trainer.compile=true"],
+                               args.probe_steps)
+        with tempfile.TemporaryDirectory(prefix="convexp-bench-cache-") as cache:
+            cold = run_worker(spec, args.timeout, cache)
+            warm = run_worker(spec, args.timeout, cache)
+        entry = {"model": model, "cold": cold, "warm": warm}
+        if "error" not in cold and "error" not in warm:
+            entry.update(cold_warmup_s=cold["warmup_s"], warm_warmup_s=warm["warmup_s"])
+        results.append(entry)
+        log(f"compile cache {model}: cold {describe_result(cold)}; warm {describe_result(warm)}")
+    return results
+
+
+def format_compile_cache(results: list[dict], warmup_steps: int) -> str:
+    lines = [f"compile time (wall time of the {warmup_steps} warm-up steps, compiled), in a "
+             "fresh process with an empty cache (cold) and with the cache the first one filled "
+             "(warm):"]
+    for r in results:
+        if "cold_warmup_s" not in r:
+            lines.append(f"  {r['model']:<20} FAILED")
+            continue
+        lines.append(f"  {r['model']:<20} cold {r['cold_warmup_s']:6.1f} s   "
+                     f"warm {r['warm_warmup_s']:6.1f} s")
+    return "\n".join(lines)
+
+
 def run_time_to_accuracy(args) -> list[dict]:
     results = []
     for recipe in args.tta_recipe:
@@ -662,6 +693,9 @@ def main(argv=None) -> int:
         rows = summarise(results["runs"], models, args.loops, sizes)
         report.update(models=sizes, **results, summary=rows, ratios=ratios_by_model(rows))
         failed += sum(1 for r in results["runs"] if "error" in r)
+    if args.compile_cache:
+        report["compile_cache"] = run_compile_cache(args, models)
+        failed += sum(1 for r in report["compile_cache"] if "cold_warmup_s" not in r)
     if args.time_to_accuracy:
         report["time_to_accuracy"] = run_time_to_accuracy(args)
         failed += sum(1 for r in report["time_to_accuracy"] if "error" in r)
@@ -675,6 +709,8 @@ def main(argv=None) -> int:
         print(format_table(report["summary"], "GPU" if args.device == "cuda" else "RSS"))
         for model, overrides in report["fast_overrides"].items():
             print(f"convexp-fast {model}: {' '.join(overrides) or '(defaults)'}")
+    if "compile_cache" in report:
+        print(format_compile_cache(report["compile_cache"], args.warmup))
     if "time_to_accuracy" in report:
         print(format_tta(report["time_to_accuracy"]))
     print(f"wrote {out}")
