@@ -56,3 +56,20 @@ def test_override_sets():
     text = "trainer.compile=true model.channels=[16,32]; trainer.compile=false"
     assert override_sets(text) == [["trainer.compile=true", "model.channels=[16,32]"],
                                    ["trainer.compile=false"]]
+
+
+def test_compile_cache_runs_a_cold_and_a_warm_compiled_process(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "convexp.bench", "--quick", "--models", "book_cnn",
+           "--compile-cache", "--no-throughput", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "compile time" in proc.stdout
+
+    (entry,) = json.loads(out.read_text())["compile_cache"]
+    assert entry["model"] == "book_cnn"
+    for phase in ("cold", "warm"):
+        run = entry[phase]
+        assert "error" not in run, run
+        assert run["compiled"] is True and run["warmup_s"] > 0
+        assert entry[f"{phase}_warmup_s"] == run["warmup_s"]
