@@ -117,7 +117,7 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 5
+    max_epochs: int = 3
     max_steps: int | None = None  # null: no cap
     device: Device = Device.auto
     compile: Any = "auto"  # auto | true | false

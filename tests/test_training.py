@@ -38,20 +38,21 @@ VARIANTS = ["standard", "depthwise_separable", "dilated", "depthwise_dilated", "
 # to learn much in one epoch (measured 21-56% test accuracy).
 FAST = [*SMALL, "data.batch_size=64", "logger=none"]
 
-# Test accuracy on the 1,000-image test subset after one FAST epoch, measured over seeds 0-5:
-#   standard             0.873-0.894
-#   depthwise_separable  0.708-0.851
-#   dilated              0.861-0.888
-#   depthwise_dilated    0.732-0.853
-#   book_cnn             0.817-0.841
-# Chance is 0.10. Each threshold sits more than 0.10 below the worst seed measured (more than
+# Test accuracy on the 1,000-image test subset after one FAST epoch with the default recipe
+# (AdamW lr 1e-2, one-cycle, 1 px random shifts), measured over seeds 0-5:
+#   standard             0.801-0.877
+#   depthwise_separable  0.802-0.866
+#   dilated              0.771-0.856
+#   depthwise_dilated    0.771-0.852
+#   book_cnn             0.705-0.840
+# Chance is 0.10. Each threshold sits 0.10 or more below the worst seed measured (more than
 # the whole spread across seeds), and far above chance.
 MIN_TEST_ACC = {
-    "standard": 0.75,
-    "depthwise_separable": 0.55,
-    "dilated": 0.75,
-    "depthwise_dilated": 0.60,
-    "book_cnn": 0.70,
+    "standard": 0.70,
+    "depthwise_separable": 0.70,
+    "dilated": 0.65,
+    "depthwise_dilated": 0.65,
+    "book_cnn": 0.60,
 }
 TIMING_FIELDS = {"epoch_time_s", "train_samples_per_s"}
 SUMMARY_KEYS = {"status", "model", "params", "test_acc", "best_val_acc", "train_samples_per_s",
