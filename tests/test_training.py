@@ -34,7 +34,7 @@ from convexp.models import build_model
 from convexp.runner import Runner
 
 VARIANTS = ["standard", "depthwise_separable", "dilated", "depthwise_dilated", "book_cnn"]
-# 2,000 images in batches of 64: 31 steps. The default batch of 256 gives only 7 steps, too few
+# 2,000 images in batches of 64: 31 steps. A batch of 256 gives only 7 steps, too few
 # to learn much in one epoch (measured 21-56% test accuracy).
 FAST = [*SMALL, "data.batch_size=64", "logger=none"]
 
