@@ -32,7 +32,7 @@ def _guarded(method):
         except Exception as e:  # noqa: BLE001 - W&B must never break a run
             log.warning("W&B %s failed (%s: %s); local results are unaffected, W&B logging "
                         "stops here.", method.__name__, type(e).__name__, e)
-            self.run = None
+            self.failed_run, self.run = self.run, None  # still finished at the end
             return None
 
     return wrapper
@@ -63,7 +63,7 @@ class WandbLogger:
 
     def __init__(self, cfg, config: dict, run_dir: Path, run_id: str, run_name: str,
                  group: str | None):
-        self.run = None
+        self.run = self.failed_run = None
         self.run_id = run_id
         mode = resolve_mode(cfg.mode)
         os.environ["WANDB_DATA_DIR"] = str(run_dir / "wandb")  # artifact staging, not ~
@@ -118,13 +118,16 @@ class WandbLogger:
         self.run.log_artifact(artifact, aliases=["final"])
 
     def finish(self, exit_code: int = 0) -> None:
-        if self.run is None:
+        """Finish the run, also after a failed call stopped the logging: an unfinished run
+        would be returned again by the next wandb.init in this process."""
+        run = self.run or self.failed_run
+        self.run = self.failed_run = None
+        if run is None:
             return
         try:
-            self.run.finish(exit_code=exit_code)
+            run.finish(exit_code=exit_code)
         except Exception as e:  # noqa: BLE001
             log.warning("W&B finish failed (%s: %s)", type(e).__name__, e)
-        self.run = None
 
 
 def build_logger(cfg, config: dict, run_dir: Path, run_id: str, run_name: str,

@@ -388,6 +388,7 @@ class FakeRun:
     def __init__(self, fail: str):
         self.fail, self.dir = fail, "."
         self.logged: list[dict] = []
+        self.finish_calls = 0
         self.summary = FakeSummary(fail == "summary")
 
     def define_metric(self, *args, **kwargs):
@@ -403,6 +404,7 @@ class FakeRun:
             raise ConnectionError("simulated: artifact upload failed")
 
     def finish(self, exit_code=0):
+        self.finish_calls += 1
         if self.fail == "finish":
             raise ConnectionError("simulated: W&B finish failed")
 
@@ -430,3 +432,6 @@ def test_wandb_error_never_crashes_a_run(fail, tmp_path, monkeypatch, caplog):
     assert any("W&B" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     if fail == "log":
         assert len(runs[0].logged) == 1, "the first epoch should have reached W&B"
+    if fail != "init":
+        # Also after a failed call: an unfinished run would be reused by the next job.
+        assert runs[0].finish_calls == 1

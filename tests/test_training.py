@@ -110,9 +110,12 @@ def test_short_training_beats_chance(variant_runs, name):
     assert summary["test_acc"] >= MIN_TEST_ACC[name], summary["test_acc"]
     assert summary["best_val_acc"] >= MIN_TEST_ACC[name] - 0.05, summary["best_val_acc"]
     (epoch,) = _metrics(run_dir)
-    # Mean training loss over the epoch, measured 0.80-1.12 (seeds 0-5, all variants); a
-    # uniform guess scores ln 10 = 2.30.
-    assert epoch["train_loss"] < 1.6, epoch
+    # Over seeds 0-5 and all variants: training accuracy over the whole epoch 0.49-0.67
+    # (chance: 0.10) and validation loss 0.23-0.82 after it (a uniform guess scores
+    # ln 10 = 2.30). The epoch's mean training loss is no guide here: at lr 1e-2 over 31
+    # steps, early spikes put it at 1.1-2.7 even when the epoch ends well.
+    assert epoch["train_acc"] >= 0.35, epoch
+    assert epoch["val_loss"] < 1.2, epoch
 
 
 @pytest.fixture(scope="module")
