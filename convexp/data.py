@@ -1,7 +1,9 @@
 """MNIST-style data, held whole on the training device as uint8.
 
-No DataLoader: each epoch draws one seeded permutation on the device and slices batches from
-it; normalisation happens on the fly (`Split.batches`), so no float copy of the set exists.
+No DataLoader: each epoch draws one seeded permutation (and, with data.random_shift, seeded
+per-image shifts) on the device and slices uint8 batches from it (`Split.batches`, driven by
+`Runner.epoch_batches`); the runner normalises each batch on the fly (`Normalizer`), so no
+float copy of the set exists.
 """
 
 from __future__ import annotations
