@@ -10,24 +10,29 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from convexp.errors import ConvexpError
+from convexp.job import SUMMARY, JobContext
 from convexp.paths import CONFIG_DIR
-from convexp.schema import register_configs
+from convexp.task import resume_output_dir, run
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The config `python -m convexp <overrides>` would run with."""
-    register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
 
 def train(overrides: Sequence[str] = (), output_dir: str | Path = "outputs/api") -> dict[str, Any]:
     """Run one training job in this process; returns its summary.json as a dict, whatever
-    the job's status (a diverged run does not raise). Bad input raises SystemExit(2)."""
-    from convexp.task import SUMMARY, run
-
+    the job's status (a diverged run does not raise). Bad input raises SystemExit(2). A resumed
+    run (`resume=RUN_DIR`) continues in RUN_DIR, as on the command line."""
     cfg = compose_config(overrides)
     output_dir = Path(output_dir)
-    run(cfg, {"output_dir": output_dir, "overrides": list(overrides), "multirun": False,
-              "api": True})
+    if cfg.resume is not None:
+        try:
+            output_dir = resume_output_dir(cfg.resume, output_dir)
+        except ConvexpError:
+            pass  # `run` reports it as the command line does
+
+    run(cfg, JobContext(output_dir=output_dir, overrides=list(overrides), exit_on_failure=False))
     return json.loads((output_dir / SUMMARY).read_text())

@@ -42,7 +42,10 @@ from convexp.data import load_dataset
 from convexp.introspect import describe
 from convexp.models import build_model
 from convexp.paths import CONFIG_DIR
+from convexp.precision import resolve_precision
 from convexp.runner import Runner
+from convexp.schema import value
+from convexp.system import keep_freed_memory, sync
 
 LOOPS = ("textbook", "dataloader", "convexp", "convexp-fast")
 MODEL_ORDER = ("book_cnn", "standard", "dilated", "depthwise_separable", "depthwise_dilated")
@@ -77,26 +80,11 @@ QUICK_TTA_OVERRIDES = ["data.train_size=2000", "data.test_size=1000", "trainer.m
 # =============================================================================================
 
 
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def peak_memory_mb(device) -> float:
     """Peak CUDA memory allocated on CUDA; peak resident set size of this process on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
-
-
-def keep_freed_memory() -> bool:
-    """The malloc tuning `python -m convexp` applies at start-up (convexp/__main__.py)."""
-    try:
-        from convexp.__main__ import _keep_freed_memory
-    except ImportError:
-        return False
-    _keep_freed_memory()
-    return True
 
 
 def compose(model: str, batch_size: int, overrides: list[str]):
@@ -159,14 +147,12 @@ def dataloader_loop(cfg, model, data, device):
 
 def runner_batches(runner):
     """The batches Runner.fit trains on, epoch after epoch (seeded order and augmentation)."""
-    return forever(runner.epoch_batches)
+    return forever(runner.loader.epoch)
 
 
 def make_runner(cfg, model, data, device, out_dir):
-    runner = Runner(cfg, model, data, device, out_dir=out_dir)
-    if not hasattr(runner, "_train_step"):
-        raise RuntimeError("convexp.runner.Runner has no _train_step: convexp/bench.py times "
-                           "that per-step function and must follow the runner's change")
+    precision, _ = resolve_precision(value(cfg.trainer.precision), device, model)
+    runner = Runner(cfg, model, data, device, out_dir=out_dir, precision=precision)
     runner.model.train()
     return runner
 
@@ -178,11 +164,11 @@ def runner_loop(cfg, model, data, device, out_dir):
 
     def step() -> int:
         images, labels = next(batches)
-        runner._train_step(images, labels)
+        runner.train_step(images, labels)
         return labels.shape[0]
 
     settings = {"compiled": runner.compiled, "channels_last": bool(cfg.trainer.channels_last),
-                "precision": str(getattr(cfg.trainer.precision, "value", cfg.trainer.precision)),
+                "precision": runner.precision,
                 "optimizer": cfg.optimizer.name, "scheduler": cfg.scheduler.name}
     return step, settings
 
@@ -224,7 +210,7 @@ def measure_throughput(spec: dict) -> dict:
     data = load_dataset(cfg.data, cfg.seed)
     schedule_stretched = lengthen_schedule(cfg, len(data.train), spec["warmup"] + spec["steps"])
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, in_channels=IMAGE_SHAPE[0], image_size=IMAGE_SHAPE[1])
+    model = build_model(cfg.model, IMAGE_SHAPE)
     settings = {}
     with tempfile.TemporaryDirectory(prefix="convexp-bench-") as out_dir:
         if loop == "textbook":
@@ -256,7 +242,7 @@ def measure_time_to_accuracy(spec: dict) -> dict:
     cfg = compose_config([*spec["overrides"], *BASE_OVERRIDES])
     data = load_dataset(cfg.data, cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, in_channels=IMAGE_SHAPE[0], image_size=IMAGE_SHAPE[1])
+    model = build_model(cfg.model, IMAGE_SHAPE)
     with tempfile.TemporaryDirectory(prefix="convexp-bench-") as out_dir:
         runner = make_runner(cfg, model, data, device, out_dir)
         per_epoch, batches = runner.steps_per_epoch, runner_batches(runner)
@@ -265,7 +251,7 @@ def measure_time_to_accuracy(spec: dict) -> dict:
         start = time.perf_counter()
         while step < runner.total_steps and not reached:
             images, labels = next(batches)
-            runner._train_step(images, labels)
+            runner.train_step(images, labels)
             step += 1
             if step == 1:
                 sync(device)
@@ -399,7 +385,7 @@ def model_sizes(models: list[str], batch_size: int) -> dict:
     sizes = {}
     for model in models:
         cfg = compose(model, batch_size, [])
-        report = describe(build_model(cfg.model, IMAGE_SHAPE[0], IMAGE_SHAPE[1]), IMAGE_SHAPE)
+        report = describe(build_model(cfg.model, IMAGE_SHAPE), IMAGE_SHAPE)
         sizes[model] = {"params": report.params, "macs": report.macs}
     return sizes
 

@@ -1,5 +1,6 @@
-"""Hydra callbacks: a clear error for an output dir that cannot be written, a sweep's closing
-count, and an exit code that says whether any job failed."""
+"""Hydra callbacks: a clear error for an output dir that cannot be written or that holds another
+run's results (checked before Hydra writes anything into it), a sweep's closing count, and an
+exit code that says whether any job failed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from convexp.atomic import ensure_writable_dir
+from convexp.job import holds_results
+from convexp.schema import value
 
 
 def count_statuses(sweep_dir: Path) -> tuple[Counter, list[tuple[str, str, str]]]:
@@ -41,12 +44,34 @@ def _require_writable(path: Path, key: str) -> None:
         raise SystemExit(2) from None
 
 
+def _refuse(message: str) -> None:
+    print(f"convexp: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 class ConvexpCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _require_writable(Path(config.hydra.run.dir), "hydra.run.dir")
+        run_dir = Path(config.hydra.run.dir)
+        if not run_dir.exists() and value(config.mode) == "train" and config.resume:
+            _refuse(f"resume={config.resume}: no such run dir or checkpoint")
+        _require_writable(run_dir, "hydra.run.dir")
+        # A resumed run continues its own dir, an export writes beside its checkpoint: any
+        # other run stops here, before Hydra writes its .hydra/ and log into another run's.
+        continues = (value(config.mode) == "train" and config.resume) or (
+            value(config.mode) == "export")
+        found = holds_results(run_dir)
+        if found and not continues:
+            _refuse(f"output dir {run_dir} already holds another run's results "
+                    f"({', '.join(found)}); convexp never writes over them. Choose a new "
+                    f"hydra.run.dir, or continue that run with resume={run_dir}")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _require_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        sweep_dir = Path(config.hydra.sweep.dir)
+        _require_writable(sweep_dir, "hydra.sweep.dir")
+        found = sorted(sweep_dir.glob("*/summary.json"))
+        if found:
+            _refuse(f"sweep dir {sweep_dir} already holds the results of {len(found)} jobs; "
+                    "convexp never writes over them. Choose a new hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -3,6 +3,7 @@ config, as a state-dict file (never a pickled module), written atomically."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,12 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    payload = {"format_version": FORMAT_VERSION, **payload}
-    return atomic_write(path, lambda f: torch.save(payload, f))
+    """Serialise in memory, then write atomically: a full disk then raises OSError(ENOSPC)
+    from the write itself, where torch.save writing to the file raised an opaque
+    RuntimeError ("[enforce fail at inline_container.cc:...]")."""
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

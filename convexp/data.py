@@ -1,9 +1,12 @@
-"""MNIST-style data, held whole on the training device as uint8.
+"""Datasets, held whole on the training device as uint8, and the loader that owns their order.
 
-No DataLoader: each epoch draws one seeded permutation (and, with data.random_shift, seeded
-per-image shifts) on the device and slices uint8 batches from it (`Split.batches`, driven by
-`Runner.epoch_batches`); the runner normalises each batch on the fly (`Normalizer`), so no
-float copy of the set exists.
+No DataLoader: each epoch `TrainLoader` draws one seeded permutation (and, with
+data.random_shift, seeded per-image shifts) on the device and slices uint8 batches from it, as
+airbench's loader does; the runner only consumes batches and normalises each on the fly
+(`Normalizer`), so no float copy of the set exists.
+
+Datasets are registered by name with their schema (`@register_dataset`): adding one is a
+loader function here (or in any imported module) plus `conf/data/<name>.yaml`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,20 @@ import gzip
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import MISSING
 
 from convexp.errors import ConfigError, DataError
+from convexp.registry import Registry
+from convexp.schema import DataConfig
+
+DATASETS: Registry[tuple] = Registry("data")
+register_dataset = DATASETS.register
 
 BUNDLED_MNIST = Path(__file__).parent / "datasets" / "mnist"
 
@@ -39,7 +48,7 @@ IDX_MD5 = {
     },
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # the MNIST family: digits, clothes, Kuzushiji characters
 
 
 @dataclass
@@ -77,6 +86,7 @@ class Dataset:
     train: Split
     val: Split | None
     test: Split | None
+    num_classes: int = NUM_CLASSES
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -85,20 +95,45 @@ class Dataset:
     def to(self, device: torch.device) -> Dataset:
         return Dataset(
             self.name, self.train.to(device), self.val.to(device) if self.val else None,
-            self.test.to(device) if self.test else None,
+            self.test.to(device) if self.test else None, self.num_classes,
         )
 
 
 class Normalizer:
-    """uint8 pixels -> float: (x / 255 - mean) / std, or x / 255 when not normalising."""
+    """uint8 pixels -> float: (x / 255 - mean) / std, or x / 255 with `normalize` null."""
 
-    def __init__(self, normalize: bool, mean: float, std: float):
-        mean, std = (mean, std) if normalize else (0.0, 1.0)
+    def __init__(self, normalize):
+        mean, std = (normalize.mean, normalize.std) if normalize is not None else (0.0, 1.0)
         self.scale = 1.0 / (255.0 * std)
         self.shift = -mean / std
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return images.float() * self.scale + self.shift
+
+
+class TrainLoader:
+    """The training batches: the epoch's seeded order, its seeded random shifts, batching.
+
+    Order and shifts are functions of (seed, epoch) only, so a run resumed mid-epoch replays
+    exactly the batches an uninterrupted run would have seen, from batch `start` on."""
+
+    def __init__(self, split: Split, cfg, seed: int, drop_last: bool):
+        self.split, self.seed, self.drop_last = split, seed, drop_last
+        self.batch_size, self.shuffle, self.max_shift = (
+            cfg.batch_size, cfg.shuffle, cfg.random_shift)
+        n = len(split)
+        self.steps_per_epoch = n // self.batch_size if drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, device, bs = len(self.split), self.split.images.device, self.batch_size
+        order = epoch_order(n, self.seed, epoch, device) if self.shuffle else None
+        shifts = (epoch_shifts(n, self.max_shift, self.seed, epoch, device)
+                  if self.max_shift > 0 else None)
+        for i, (images, labels) in enumerate(
+                self.split.batches(bs, order, self.drop_last, start), start):
+            if shifts is not None:
+                images = shift_images(images, shifts[i * bs : (i + 1) * bs], self.max_shift)
+            yield images, labels
 
 
 def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -222,17 +257,40 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         raise DataError(f"cannot read {what} from {path}: {e}") from e
 
 
+def as_uint8_images(x: np.ndarray, where: Path) -> np.ndarray:
+    """uint8 images as they are; float images in [0, 1] that are exact multiples of 1/255 (the
+    textbook's `x_train`, uint8 pixels / 255 as float32) converted back to uint8 exactly, so
+    the dataset stays uint8 on the device. Other float data is refused: normalising it as
+    pixels / 255 would be wrong, silently."""
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.floating) and x.size:
+        pixels = np.rint(x.astype(np.float64) * 255.0)
+        # float32 k/255 is within ~3e-6 of k/255: 1e-3 of a grey level separates them.
+        if (np.all(np.isfinite(x)) and pixels.min() >= 0 and pixels.max() <= 255
+                and np.abs(x.astype(np.float64) * 255.0 - pixels).max() < 1e-3):
+            return pixels.astype(np.uint8)
+        raise DataError(
+            f"{where}: float images must be uint8 pixels / 255 (values k/255 in [0, 1]); these "
+            f"are not (range {float(np.nanmin(x)):.4g}..{float(np.nanmax(x)):.4g}). Convert "
+            "them to uint8 pixels first, e.g. np.save(path, np.clip(np.rint(x * 255), 0, "
+            "255).astype(np.uint8)) for [0, 1] data."
+        )
+    raise DataError(f"{where}: expected uint8 images (or float32 pixels / 255), got {x.dtype}")
+
+
 def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
-    """The textbook's arrays: x_train.npy (N, 28, 28) uint8, y_train_label.npy (N,) integer
-    labels in 0-9; x_test.npy and y_test_label.npy optional."""
+    """The textbook's arrays: x_train.npy (N, 28, 28), uint8 or float32 in [0, 1] (pixels / 255,
+    as the chapter feeds them to Conv2d), y_train_label.npy (N,) integer labels in 0-9;
+    x_test.npy and y_test_label.npy optional."""
     def pair(x_name: str, y_name: str) -> Split:
         x = _load_npy(root / x_name, "images")
         y = _load_npy(root / y_name, "labels")
-        if x.dtype != np.uint8 or x.ndim != 3:
+        if x.ndim != 3:
             raise DataError(
-                f"{root / x_name}: expected a uint8 array of shape (N, H, W), got "
-                f"{x.dtype} {x.shape}"
+                f"{root / x_name}: expected images of shape (N, H, W), got {x.dtype} {x.shape}"
             )
+        x = as_uint8_images(x, root / x_name)
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(
                 f"{root / y_name}: expected integer labels of shape (N,), got {y.dtype} {y.shape}"
@@ -258,22 +316,77 @@ def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
     return train, test
 
 
+# --- the datasets -----------------------------------------------------------------------
+
+
+@dataclass
+class MnistConfig(DataConfig):
+    name: str = "mnist"
+    verify: bool = True  # check the four files' md5 sums (the official ones)
+
+
+@dataclass
+class IdxConfig(DataConfig):
+    """An MNIST-format dataset in torchvision's IDX layout: four files in `root`."""
+
+    root: str = MISSING
+
+
+@dataclass
+class NpyConfig(DataConfig):
+    """The textbook's numpy arrays in `root`."""
+
+    name: str = "npy"
+    root: str = MISSING
+
+
+@register_dataset("mnist", schema=MnistConfig)
+def mnist(cfg, root: Path) -> tuple[Split, Split]:
+    return load_idx_dataset(root, "mnist", cfg.verify)
+
+
+def _idx(name: str) -> Callable:
+    def load(cfg, root: Path) -> tuple[Split, Split]:
+        return load_idx_dataset(root, name, verify=False)  # no md5 sums known
+
+    return load
+
+
+register_dataset("fashion_mnist", schema=IdxConfig)(_idx("fashion_mnist"))
+register_dataset("kmnist", schema=IdxConfig)(_idx("kmnist"))
+
+
+@register_dataset("npy", schema=NpyConfig)
+def npy(cfg, root: Path) -> tuple[Split, Split | None]:
+    return load_npy_dataset(root)
+
+
 def data_root(cfg) -> Path:
     return BUNDLED_MNIST if cfg.root is None else Path(cfg.root).expanduser()
 
 
 def load_dataset(cfg, seed: int) -> Dataset:
-    """Load and split the dataset described by a DataConfig, on the CPU."""
+    """Load and split the dataset described by a data config, on the CPU."""
     root = data_root(cfg)
-    if not root.is_dir():
-        raise DataError(f"data.root={root} is not a folder")
-    fmt = getattr(cfg.format, "value", cfg.format)
-    if fmt == "npy":
-        full_train, test = load_npy_dataset(root)
-    else:
-        full_train, test = load_idx_dataset(root, cfg.name, cfg.verify)
+    loader = DATASETS.get(cfg.name)
+    try:
+        if not root.is_dir():
+            raise DataError(f"data.root={root} is not a folder")
+        full_train, test = loader(cfg, root)
+    except OSError as e:  # e.g. a root we may not read
+        raise DataError(f"cannot read data.root={root}: {e.strerror or e}") from None
+    height, width = full_train.images.shape[2:]
+    if cfg.random_shift > min(height, width) // 2:
+        raise ConfigError(f"data.random_shift={cfg.random_shift} must lie in [0, "
+                          f"{min(height, width) // 2}] for {height}x{width} images")
     train, val = split_train_val(full_train, cfg.val_size, cfg.train_size, seed)
-    if test is not None and cfg.test_size is not None:
+    if cfg.test_size is not None:
+        if test is None:
+            raise ConfigError(f"data.test_size={cfg.test_size}, but {root} has no test set "
+                              "(leave data.test_size null)")
+        if cfg.test_size > len(test):
+            raise ConfigError(f"data.test_size={cfg.test_size} is larger than the test set "
+                              f"({len(test)} images): use at most {len(test)}, or null for all")
         test = Split(test.images[: cfg.test_size], test.labels[: cfg.test_size])
     return Dataset(cfg.name, train, val, test)
 

@@ -9,19 +9,18 @@ import torch
 
 from convexp.checkpoint import load_checkpoint, resolve_checkpoint
 from convexp.errors import ConfigError
+from convexp.models import MNIST_SHAPE, build_model
+from convexp.schema import to_schema
 
 log = logging.getLogger(__name__)
 
 
 def load_trained_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
     """The model of a checkpoint, rebuilt from its own config, in eval mode on the CPU."""
-    from convexp.models import build_model
-    from convexp.task import to_schema
-
     ckpt = load_checkpoint(checkpoint)
     cfg = to_schema(ckpt["config"])
-    image_shape = tuple(ckpt.get("image_shape", (1, 28, 28)))
-    model = build_model(cfg.model, in_channels=image_shape[0], image_size=image_shape[1])
+    image_shape = tuple(ckpt.get("image_shape", MNIST_SHAPE))
+    model = build_model(cfg.model, image_shape, ckpt.get("num_classes", 10))
     model.load_state_dict(ckpt["model"])
     return model.eval(), {**ckpt, "image_shape": image_shape}
 

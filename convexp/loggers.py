@@ -1,5 +1,7 @@
-"""Experiment loggers. A logger failure is reported once and then ignored: it never stops a run
-nor touches the run's local files (metrics.jsonl, summary.json, checkpoints)."""
+"""Experiment loggers, registered by name with their schema: adding one is a class here (or in
+any imported module) plus `conf/logger/<name>.yaml`. A logger failure is reported once and then
+ignored: it never stops a run nor touches the run's local files (metrics.jsonl, summary.json,
+checkpoints)."""
 
 from __future__ import annotations
 
@@ -7,16 +9,59 @@ import functools
 import logging
 import netrc
 import os
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from convexp.registry import Registry
+from convexp.schema import LoggerConfig, value
+
 log = logging.getLogger(__name__)
 
+LOGGERS: Registry = Registry("logger")
 
+
+@dataclass
+class NoLoggerConfig(LoggerConfig):
+    name: str = "none"
+
+
+class WandbMode(str, Enum):
+    auto = "auto"  # online with W&B credentials (or WANDB_MODE), offline without
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+@dataclass
+class WandbConfig(LoggerConfig):
+    name: str = "wandb"
+    project: str = "convexp"
+    entity: str | None = None
+    group: str | None = None  # null: the sweep's name in a multirun
+    tags: list[str] = field(default_factory=list)
+    run_name: str | None = None  # null: from the config, e.g. "depthwise_dilated k5 d2 s1"
+    job_type: str = "train"
+    mode: WandbMode = WandbMode.auto
+    log_model: bool = True  # upload the final checkpoint as a model artifact
+
+
+@LOGGERS.register("none", schema=NoLoggerConfig)
 class NullLogger:
+    """No experiment tracking: the run's local files are the record."""
+
+    records_failed_jobs = False
+
+    def __init__(self, cfg=None, config=None, run_dir=None, run_id=None, run_name=None,
+                 group=None):
+        pass
+
     run_id: str | None = None
 
     def log_metrics(self, metrics: dict[str, Any]) -> None: ...
+    def log_model_table(self, report) -> None: ...
+    def log_images(self, images: dict[str, Path]) -> None: ...
     def update_summary(self, values: dict[str, Any]) -> None: ...
     def log_model(self, path: Path, name: str, metadata: dict) -> None: ...
     def finish(self, exit_code: int = 0) -> None: ...
@@ -58,14 +103,18 @@ def resolve_mode(mode: str) -> str:
     return "online" if wandb_credentials_exist() else "offline"
 
 
+@LOGGERS.register("wandb", schema=WandbConfig)
 class WandbLogger:
     """One W&B run per job. Metrics use `epoch` as their step metric."""
+
+    # A sweep compares jobs in W&B: a job that failed before training still shows there.
+    records_failed_jobs = True
 
     def __init__(self, cfg, config: dict, run_dir: Path, run_id: str, run_name: str,
                  group: str | None):
         self.run = self.failed_run = None
         self.run_id = run_id
-        mode = resolve_mode(cfg.mode)
+        mode = resolve_mode(value(cfg.mode))
         os.environ["WANDB_DATA_DIR"] = str(run_dir / "wandb")  # artifact staging, not ~
         init = dict(
             project=cfg.project, entity=cfg.entity, group=group, tags=list(cfg.tags),
@@ -106,6 +155,23 @@ class WandbLogger:
         self.run.log({k: v for k, v in metrics.items() if v is not None})
 
     @_guarded
+    def log_model_table(self, report) -> None:
+        """The per-layer table printed at the start of the run, as a W&B table."""
+        import wandb
+
+        columns = ["name", "type", "kernel", "output", "params", "MACs"]
+        rows = [[layer.name or "(model)", layer.type, layer.detail,
+                 str(tuple(layer.output_shape)), layer.params, layer.macs]
+                for layer in report.layers]
+        self.run.log({"model/layers": wandb.Table(columns=columns, data=rows)})
+
+    @_guarded
+    def log_images(self, images: dict[str, Path]) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Image(str(path)) for key, path in images.items()})
+
+    @_guarded
     def update_summary(self, values: dict[str, Any]) -> None:
         self.run.summary.update(values)
 
@@ -132,10 +198,6 @@ class WandbLogger:
 
 def build_logger(cfg, config: dict, run_dir: Path, run_id: str, run_name: str,
                  group: str | None):
-    if cfg.name == "none" or cfg.mode == "disabled":
+    if value(cfg.get("mode")) == "disabled":
         return NullLogger()
-    if cfg.name == "wandb":
-        return WandbLogger(cfg, config, run_dir, run_id, run_name, group)
-    from convexp.errors import ConfigError
-
-    raise ConfigError(f"unknown logger {cfg.name!r}. Available: none, wandb")
+    return LOGGERS.build(cfg.name, cfg, config, run_dir, run_id, run_name, group)

@@ -1,4 +1,7 @@
-"""The conv variants and the textbook network, built by name from the model config.
+"""The conv variants and the textbook network: each model family's fields (its schema) and its
+builder, registered by name. Adding a model is a builder (and, if its fields differ, a
+dataclass) registered here or in any imported module, plus `conf/model/<name>.yaml`; a model
+outside convexp can also be named by `_target_` in its YAML (see README, "Your own model").
 
 The four variants share one skeleton (blocks of conv -> norm -> activation -> pool, then a
 linear classifier); only the conv operator differs. `standard` and `dilated` both use a
@@ -10,26 +13,49 @@ dilation, so one sweep over kernel_size x dilation applies to every variant.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_method
 from torch import nn
 
 from convexp.errors import ConfigError, ModelBuildError
 from convexp.registry import Registry
+from convexp.schema import ModelConfig, value
 
 MODELS: Registry[nn.Module] = Registry("model")
 register_model = MODELS.register
+
+MNIST_SHAPE = (1, 28, 28)
 
 
 def list_models() -> list[str]:
     return MODELS.names()
 
 
-def build_model(cfg, in_channels: int = 1, image_size: int = 28, num_classes: int = 10):
-    """Build the model named by `cfg.name` (a ModelConfig or any object with its fields)."""
-    return MODELS.build(
-        cfg.name, cfg, in_channels=in_channels, image_size=image_size, num_classes=num_classes
-    )
+def build_model(cfg, image_shape: tuple[int, int, int] = MNIST_SHAPE, num_classes: int = 10):
+    """Build the model of a model config: the builder its `_target_` names (a dotted path to a
+    function with a registered builder's signature), else the one registered as `cfg.name`."""
+    target = cfg.get("_target_") if hasattr(cfg, "get") else None
+    if target is not None:
+        try:
+            builder = get_method(target)
+        except (InstantiationException, ImportError, ValueError) as e:
+            raise ConfigError(f"model._target_={target!r} cannot be imported: "
+                              f"{str(e).splitlines()[0]}") from None
+        model = builder(cfg, image_shape=tuple(image_shape), num_classes=num_classes)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model._target_={target!r} returned {type(model).__name__}, "
+                              "not a torch.nn.Module")
+        return model
+    return MODELS.build(cfg.name, cfg, image_shape=tuple(image_shape), num_classes=num_classes)
+
+
+def is_builtin(cfg) -> bool:
+    """A model convexp registered itself (not one named by `_target_`)."""
+    return (not hasattr(cfg, "get") or cfg.get("_target_") is None) and cfg.name in MODELS
 
 
 def effective_kernel_size(kernel_size: int, dilation: int) -> int:
@@ -75,9 +101,54 @@ def dense_conv(in_channels, out_channels, kernel_size, dilation, padding, bias) 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
-def _value(option) -> str:
-    """An enum member from the typed config, or a plain string."""
-    return getattr(option, "value", option)
+class Padding(str, Enum):
+    same = "same"
+    valid = "valid"
+
+
+class Norm(str, Enum):
+    batch = "batch"
+    none = "none"
+
+
+class Activation(str, Enum):
+    relu = "relu"
+    gelu = "gelu"
+    silu = "silu"
+
+
+class Pool(str, Enum):
+    max = "max"
+    avg = "avg"
+    none = "none"
+
+
+class Head(str, Enum):
+    flatten = "flatten"  # flatten the last feature map into a Linear layer, as the textbook does
+    avg = "avg"  # global average pooling, then Linear
+
+
+@dataclass
+class ConvNetConfig(ModelConfig):
+    """The four conv variants: blocks of conv -> norm -> activation -> pool, then a linear
+    classifier. Only the conv operator differs between them."""
+
+    kernel_size: int = 3
+    dilation: int = 1
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    padding: Padding = Padding.same
+    norm: Norm = Norm.batch
+    activation: Activation = Activation.relu
+    pool: Pool = Pool.max
+    head: Head = Head.flatten
+    dropout: float = 0.0
+
+
+@dataclass
+class BookCNNConfig(ModelConfig):
+    """The textbook's fixed network: no field but its name."""
+
+    name: str = "book_cnn"
 
 
 class ConvBlock(nn.Sequential):
@@ -101,29 +172,31 @@ class ConvNet(nn.Module):
     def __init__(
         self, make_conv: ConvFactory, *, channels, kernel_size, dilation, padding="same",
         norm="batch", activation="relu", pool="max", head="flatten", dropout=0.0,
-        in_channels=1, image_size=28, num_classes=10,
+        image_shape=MNIST_SHAPE, num_classes=10,
     ):
         super().__init__()
-        padding, norm, activation, pool, head = map(_value, (padding, norm, activation, pool, head))
-        blocks, size, c_in = [], image_size, in_channels
+        padding, norm, activation, pool, head = map(value, (padding, norm, activation, pool, head))
+        in_channels, height, width = image_shape
+        blocks, c_in = [], in_channels
         k_eff = effective_kernel_size(kernel_size, dilation)
         for i, c_out in enumerate(channels):
             if padding == "valid":
-                if k_eff > size:
+                if k_eff > min(height, width):
                     raise ModelBuildError(
                         f"block features.{i} collapses the feature map: its input is "
-                        f"{size}x{size} but kernel_size={kernel_size} with dilation={dilation} "
-                        f"has an effective kernel size of {k_eff}. Use a smaller kernel_size or "
-                        f"dilation, fewer stages in model.channels, or model.padding=same."
+                        f"{height}x{width} but kernel_size={kernel_size} with "
+                        f"dilation={dilation} has an effective kernel size of {k_eff}. Use a "
+                        f"smaller kernel_size or dilation, fewer stages in model.channels, or "
+                        f"model.padding=same."
                     )
-                size = size - k_eff + 1
-            block_pool = pool if size >= 2 else "none"  # never pool a 1x1 map away
+                height, width = height - k_eff + 1, width - k_eff + 1
+            block_pool = pool if min(height, width) >= 2 else "none"  # never pool 1 px away
             conv = make_conv(
                 c_in, c_out, kernel_size, dilation, padding, bias=norm != "batch"
             )
             blocks.append(ConvBlock(conv, c_out, norm, activation, block_pool))
             if block_pool != "none":
-                size //= 2
+                height, width = height // 2, width // 2
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         if head == "avg":
@@ -132,7 +205,7 @@ class ConvNet(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # Eval mode: BatchNorm neither updates its statistics nor rejects a 1x1 map of one image.
         self.features.eval()
-        width = _flat_width(self._features_and_pool, in_channels, image_size)
+        width = _flat_width(self._features_and_pool, image_shape)
         self.features.train()
         self.classifier = nn.Linear(width, num_classes)
 
@@ -147,29 +220,23 @@ class ConvNet(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-def _flat_width(features: Callable[[torch.Tensor], torch.Tensor], in_channels, image_size) -> int:
+def _flat_width(features: Callable[[torch.Tensor], torch.Tensor], image_shape) -> int:
     """The classifier's input width, from a dry run on one blank image (the textbook
     printed shapes and typed 1536 by hand). Call it with the layers in eval mode."""
     with torch.no_grad():
-        out = features(torch.zeros(1, in_channels, image_size, image_size))
+        out = features(torch.zeros(1, *image_shape))
     return out[0].numel()
 
 
-def _check_variant_fields(cfg) -> None:
-    if cfg.kernel_size is None or cfg.dilation is None:
-        raise ConfigError(f"model.kernel_size and model.dilation must be set for {cfg.name}")
-    if not cfg.channels:
-        raise ConfigError("model.channels must list at least one stage, e.g. [32, 64]")
-
-
 def _variant(make_conv: ConvFactory):
-    def build(cfg, in_channels=1, image_size=28, num_classes=10) -> nn.Module:
-        _check_variant_fields(cfg)
+    def build(cfg, image_shape=MNIST_SHAPE, num_classes=10) -> nn.Module:
+        if not cfg.channels:
+            raise ConfigError("model.channels must list at least one stage, e.g. [32, 64]")
         return ConvNet(
             make_conv, channels=list(cfg.channels), kernel_size=cfg.kernel_size,
             dilation=cfg.dilation, padding=cfg.padding, norm=cfg.norm, activation=cfg.activation,
-            pool=cfg.pool, head=cfg.head, dropout=cfg.dropout, in_channels=in_channels,
-            image_size=image_size, num_classes=num_classes,
+            pool=cfg.pool, head=cfg.head, dropout=cfg.dropout, image_shape=image_shape,
+            num_classes=num_classes,
         )
 
     return build
@@ -181,7 +248,7 @@ for _name, _make_conv in [
     ("depthwise_separable", separable_conv),
     ("depthwise_dilated", separable_conv),
 ]:
-    register_model(_name)(_variant(_make_conv))
+    register_model(_name, schema=ConvNetConfig)(_variant(_make_conv))
 
 
 def is_separable(model_name: str) -> bool:
@@ -201,8 +268,9 @@ def variant_of(model_name: str, dilation: int | None) -> str:
 class BookCNN(nn.Module):
     """The textbook's MNIST classifier, layer for layer."""
 
-    def __init__(self, in_channels=1, image_size=28, num_classes=10):
+    def __init__(self, image_shape=MNIST_SHAPE, num_classes=10):
         super().__init__()
+        in_channels = image_shape[0]
         self.conv1 = nn.Conv2d(in_channels, 12, kernel_size=7)
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(12, 24, kernel_size=5)
@@ -211,7 +279,7 @@ class BookCNN(nn.Module):
         self.flatten = nn.Flatten()
         width = _flat_width(
             lambda x: self.conv3(self.relu2(self.conv2(self.relu1(self.conv1(x))))),
-            in_channels, image_size,
+            image_shape,
         )
         self.classifier = nn.Linear(width, num_classes)  # 1536 on 28x28, as the book has it
 
@@ -221,15 +289,9 @@ class BookCNN(nn.Module):
         return self.classifier(self.flatten(self.conv3(x)))
 
 
-@register_model("book_cnn")
-def book_cnn(cfg=None, in_channels=1, image_size=28, num_classes=10) -> nn.Module:
-    if cfg is not None and (cfg.kernel_size is not None or cfg.dilation is not None):
-        raise ConfigError(
-            "book_cnn is the textbook's fixed network: model.kernel_size and model.dilation do "
-            "not apply to it (leave them null). Use model=standard or model=dilated to vary them."
-        )
-    if image_size < 13:
-        raise ModelBuildError(
-            f"book_cnn needs images of at least 13x13 (its kernels 7, 5, 3), got {image_size}"
-        )
-    return BookCNN(in_channels, image_size, num_classes)
+@register_model("book_cnn", schema=BookCNNConfig)
+def book_cnn(cfg=None, image_shape=MNIST_SHAPE, num_classes=10) -> nn.Module:
+    if min(image_shape[1:]) < 13:
+        raise ModelBuildError("book_cnn needs images of at least 13x13 (its kernels 7, 5, 3), "
+                              f"got {image_shape[1]}x{image_shape[2]}")
+    return BookCNN(tuple(image_shape), num_classes)

@@ -1,12 +1,15 @@
-"""Optimizers and learning-rate schedules, by name from the config."""
+"""Optimizers and learning-rate schedules: each option's fields (its schema) and its builder,
+side by side. Adding one is a dataclass and a builder here plus `conf/<group>/<name>.yaml`."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
 from convexp.registry import Registry
+from convexp.schema import OptimizerConfig, SchedulerConfig
 
 OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
 SCHEDULERS: Registry[torch.optim.lr_scheduler.LRScheduler | None] = Registry("scheduler")
@@ -18,7 +21,29 @@ def _impl_flags(device: torch.device) -> dict:
     return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
 
 
-@OPTIMIZERS.register("sgd")
+# --- optimizers -----------------------------------------------------------------------------
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = "sgd"
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: str = "adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    name: str = "adamw"
+
+
+@OPTIMIZERS.register("sgd", schema=SGDConfig)
 def sgd(cfg, params, device):
     return torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -26,7 +51,7 @@ def sgd(cfg, params, device):
     )
 
 
-@OPTIMIZERS.register("adam")
+@OPTIMIZERS.register("adam", schema=AdamConfig)
 def adam(cfg, params, device):
     return torch.optim.Adam(
         params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
@@ -34,7 +59,7 @@ def adam(cfg, params, device):
     )
 
 
-@OPTIMIZERS.register("adamw")
+@OPTIMIZERS.register("adamw", schema=AdamWConfig)
 def adamw(cfg, params, device):
     return torch.optim.AdamW(
         params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
@@ -42,12 +67,35 @@ def adamw(cfg, params, device):
     )
 
 
-@SCHEDULERS.register("none")
+# --- schedules ------------------------------------------------------------------------------
+
+
+@dataclass
+class NoScheduleConfig(SchedulerConfig):
+    name: str = "none"
+
+
+@dataclass
+class OneCycleConfig(SchedulerConfig):
+    name: str = "onecycle"
+    pct_start: float = 0.25  # share of steps spent warming up
+    div_factor: float = 25.0  # initial lr = lr / div_factor
+    final_div_factor: float = 1e3  # final lr = initial lr / final_div_factor
+
+
+@dataclass
+class CosineConfig(SchedulerConfig):
+    name: str = "cosine"
+    min_lr: float = 0.0
+    warmup_steps: int = 0  # linear warm-up steps
+
+
+@SCHEDULERS.register("none", schema=NoScheduleConfig)
 def no_schedule(cfg, optimizer, total_steps):
     return None
 
 
-@SCHEDULERS.register("onecycle")
+@SCHEDULERS.register("onecycle", schema=OneCycleConfig)
 def onecycle(cfg, optimizer, total_steps):
     if total_steps < 3:  # too short for a warm-up and a decay phase: a constant lr
         return None
@@ -59,7 +107,7 @@ def onecycle(cfg, optimizer, total_steps):
     )
 
 
-@SCHEDULERS.register("cosine")
+@SCHEDULERS.register("cosine", schema=CosineConfig)
 def cosine(cfg, optimizer, total_steps):
     base_lr = optimizer.param_groups[0]["lr"]
     floor = cfg.min_lr / base_lr if base_lr > 0 else 0.0

@@ -1,4 +1,9 @@
-"""A name -> builder registry, in the style of timm's register_model / create_model."""
+"""A name -> builder registry, in the style of timm's register_model / create_model.
+
+A registry serves one config group. Registering a builder with a `schema` also makes that
+dataclass the typed schema of the group's option of the same name (`schema/<group>/<name>` in
+Hydra's ConfigStore): one Python place holds an option's builder and its fields.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,24 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from convexp.errors import ConfigError
+from convexp.schema import option_schema, register_option_schema
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, group: str) -> None:
+        self.group = group
         self._builders: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, schema: type | None = None
+                 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(builder: Callable[..., T]) -> Callable[..., T]:
             if name in self._builders:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+                raise ValueError(f"{self.group} {name!r} is already registered")
             self._builders[name] = builder
+            if schema is not None:
+                register_option_schema(self.group, name, schema)
             return builder
 
         return decorator
@@ -30,10 +39,13 @@ class Registry(Generic[T]):
             hint = difflib.get_close_matches(name, self._builders, n=1)
             did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
             raise ConfigError(
-                f"unknown {self.kind} {name!r}.{did_you_mean} "
+                f"unknown {self.group} {name!r}.{did_you_mean} "
                 f"Registered: {', '.join(self.names())}"
             )
         return self._builders[name]
+
+    def schema(self, name: str) -> type | None:
+        return option_schema(self.group, name)
 
     def build(self, name: str, *args, **kwargs) -> T:
         return self.get(name)(*args, **kwargs)

@@ -1,17 +1,19 @@
 """The training and evaluation loop shared by every model.
 
 Per step there is no host sync: loss and accuracy accumulate on the device and are read once
-per epoch (plus a cheap finiteness check every `trainer.finite_check_every` steps).
+per epoch (plus a cheap finiteness check every `trainer.finite_check_every` steps, and a
+progress line every `trainer.progress_every_s` seconds). The data's order, augmentation and
+batching belong to `convexp.data.TrainLoader`: the loop only consumes batches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
-import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,47 +23,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from convexp.checkpoint import LAST, checkpoint_dir, rng_state, save_checkpoint, set_rng_state
-from convexp.data import Dataset, Normalizer, Split, epoch_order, epoch_shifts, shift_images
-from convexp.errors import ConfigError, DeviceError
+from convexp.data import Dataset, Normalizer, Split, TrainLoader
+from convexp.errors import ConfigError
 from convexp.optim import build_optimizer, build_scheduler
+from convexp.system import sync
 
 log = logging.getLogger(__name__)
 
 
-def select_device(name: str) -> torch.device:
-    name = getattr(name, "value", name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("trainer.device=cuda, but CUDA is not available on this machine "
-                          "(use trainer.device=auto or cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("trainer.device=mps, but MPS is not available on this machine "
-                          "(use trainer.device=auto or cpu)")
-    return torch.device(name)
-
-
-def parse_flag(value: Any, key: str) -> bool | None:
-    """auto -> None; true/false (bool or string) -> bool."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return None
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{key}={value!r}: expected auto, true or false")
-
-
-def should_compile(setting: Any, device: torch.device) -> bool:
-    """`auto` compiles only on CUDA. On CPU, measured on 2 cores (benchmarks/README.md), the
-    compile time is not repaid within a typical run and depthwise nets train slower compiled."""
-    forced = parse_flag(setting, "trainer.compile")
-    return device.type == "cuda" if forced is None else forced
+def should_compile(setting: bool | None, device: torch.device) -> bool:
+    """null (auto) compiles only on CUDA. On CPU, measured on 2 cores (benchmarks/README.md),
+    the compile time is not repaid within a typical run and depthwise nets train slower
+    compiled."""
+    return device.type == "cuda" if setting is None else setting
 
 
 @dataclass
@@ -80,14 +54,22 @@ class Progress:
 
 @dataclass
 class FitResult:
-    status: str  # completed | diverged | interrupted
+    status: str  # completed | diverged | interrupted | failed
     reason: str | None
     progress: Progress
 
 
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written (e.g. the disk is full); the previous one is kept."""
+
+
 class Runner:
+    """Trains `model` on `data` as `cfg` says. `precision` is the one that runs ("fp32" or
+    "bf16"), already resolved from `trainer.precision` (convexp.precision)."""
+
     def __init__(
         self, cfg, model: nn.Module, data: Dataset, device: torch.device, out_dir: Path,
+        precision: str = "fp32",
         on_epoch: Callable[[dict], None] = lambda metrics: None,
         should_stop: Callable[[], bool] = lambda: False,
         checkpoint_extra: Callable[[], dict] = dict,
@@ -101,11 +83,12 @@ class Runner:
             torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
         )
         self.model = model.to(device=device, memory_format=self.memory_format)
-        self.normalize = Normalizer(cfg.data.normalize, cfg.data.mean, cfg.data.std)
-        precision = getattr(cfg.trainer.precision, "value", cfg.trainer.precision)
+        self.normalize = Normalizer(cfg.data.normalize)
+        self.precision = precision
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), device)
-        self.steps_per_epoch = self._steps_per_epoch()
+        self.loader = TrainLoader(self.data.train, cfg.data, cfg.seed, cfg.trainer.drop_last)
+        self.steps_per_epoch = self.loader.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"data.batch_size={cfg.data.batch_size} is larger than the training set "
@@ -116,14 +99,10 @@ class Runner:
             self.total_steps = min(self.total_steps, cfg.trainer.max_steps)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, self.total_steps)
         self.compiled = should_compile(cfg.trainer.compile, device)
-        self._train_step = self._make_train_step()
+        self.train_step = self._make_train_step()
         self.progress = Progress()
 
     # --- steps ---------------------------------------------------------------------------
-
-    def _steps_per_epoch(self) -> int:
-        n, bs = len(self.data.train), self.data_cfg.batch_size
-        return n // bs if self.trainer_cfg.drop_last else math.ceil(n / bs)
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -146,6 +125,7 @@ class Runner:
             forward_loss = torch.compile(forward_loss, mode=self.trainer_cfg.compile_mode)
 
         def step(images, labels):
+            """One optimisation step on a uint8 batch; returns (loss, correct) on the device."""
             loss, correct = forward_loss(images, labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,7 +177,12 @@ class Runner:
         if not self.trainer_cfg.checkpoint:
             return None
         path = checkpoint_dir(self.out_dir) / LAST
-        return save_checkpoint(path, {**self.state_dict(), **self.checkpoint_extra()})
+        try:
+            return save_checkpoint(path, {**self.state_dict(), **self.checkpoint_extra()})
+        except OSError as e:
+            cause = os_error_text(e)
+            raise CheckpointWriteError(f"could not write checkpoint {path}: {cause}; the "
+                                       "previous checkpoint, if any, is kept") from e
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -205,15 +190,17 @@ class Runner:
         p, tc = self.progress, self.trainer_cfg
         self._graphs_at_start = _compiled_graph_count()
         self.model.train()
-        bar = _progress_bar(tc.progress, self.total_steps, initial=p.global_step)
+        report = ProgressReport(tc.progress, tc.progress_every_s, self.total_steps,
+                                self.data_cfg.batch_size, initial=p.global_step)
         try:
             while p.epoch < tc.max_epochs and not self._step_cap_reached():
-                outcome = self._train_epoch(bar)
+                outcome = self._train_epoch(report)
                 if outcome is not None:
                     return outcome
+        except CheckpointWriteError as e:
+            return FitResult("failed", str(e), p)
         finally:
-            if bar is not None:
-                bar.close()
+            report.close()
         return FitResult("completed", None, p)
 
     @property
@@ -226,48 +213,29 @@ class Runner:
             self.progress.global_step >= self.trainer_cfg.max_steps
         )
 
-    def epoch_batches(self, epoch: int, start: int = 0
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The uint8 training batches of one epoch, from batch number `start` on: the epoch's
-        seeded order, and its seeded random shifts when data.random_shift > 0."""
-        train, dc = self.data.train, self.data_cfg
-        order = epoch_order(len(train), self.cfg.seed, epoch, self.device) if dc.shuffle else None
-        shifts = (
-            epoch_shifts(len(train), dc.random_shift, self.cfg.seed, epoch, self.device)
-            if dc.random_shift > 0 else None
-        )
-        batches = train.batches(dc.batch_size, order, self.trainer_cfg.drop_last, start)
-        for i, (images, labels) in enumerate(batches, start):
-            if shifts is not None:
-                first = i * dc.batch_size
-                images = shift_images(images, shifts[first : first + dc.batch_size],
-                                      dc.random_shift)
-            yield images, labels
-
-    def _train_epoch(self, bar) -> FitResult | None:
+    def _train_epoch(self, report: ProgressReport) -> FitResult | None:
         p, tc = self.progress, self.trainer_cfg
         partial = p.partial or {}
         loss_sum = torch.tensor(partial.get("loss_sum", 0.0), device=self.device)
         correct = torch.tensor(partial.get("correct", 0), device=self.device)
         seen = partial.get("seen", 0)
         time_before = partial.get("time_s", 0.0)
-        _sync(self.device)
+        sync(self.device)
         start = time.perf_counter()
 
         def elapsed() -> float:
-            _sync(self.device)
+            sync(self.device)
             return time_before + time.perf_counter() - start
 
-        for images, labels in self.epoch_batches(p.epoch, start=p.step_in_epoch):
-            loss, batch_correct = self._train_step(images, labels)
+        for images, labels in self.loader.epoch(p.epoch, start=p.step_in_epoch):
+            loss, batch_correct = self.train_step(images, labels)
             n = labels.shape[0]
             loss_sum += loss * n
             correct += batch_correct
             seen += n
             p.step_in_epoch += 1
             p.global_step += 1
-            if bar is not None:
-                bar.update(1)
+            report.step(p.epoch + 1, self.trainer_cfg.max_epochs, p.global_step, loss)
             if p.global_step % tc.finite_check_every == 0 and not torch.isfinite(loss_sum):
                 return self._diverged(p.global_step)
             if self.should_stop():
@@ -276,7 +244,9 @@ class Runner:
                     return self._diverged(p.global_step)
                 p.partial = {"loss_sum": loss_sum.item(), "correct": int(correct.item()),
                              "seen": seen, "time_s": train_s}
-                self.save()
+                if self.save() is None:
+                    return FitResult("interrupted", "stopped by a signal; no checkpoint was "
+                                     "written (trainer.checkpoint=false), so it cannot resume", p)
                 return FitResult("interrupted", "stopped by a signal; resume with "
                                  f"resume={self.out_dir}", p)
             if self._step_cap_reached():
@@ -324,19 +294,46 @@ def _compiled_graph_count() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+def os_error_text(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "no space left on device"
+    return e.strerror or str(e)
 
 
-def _progress_bar(setting: Any, total: int, initial: int):
-    enabled = parse_flag(setting, "trainer.progress")
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+class ProgressReport:
+    """Live feedback while an epoch runs: a tqdm bar with the loss on a terminal; elsewhere
+    (Slurm logs, nohup, notebooks, the Python API) a log line every `every_s` seconds with the
+    step, the loss and samples/s. `enabled`: true | false | null (a bar on a terminal, lines
+    otherwise). Reading the loss syncs with the device, so it happens only when shown."""
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
+    def __init__(self, enabled: bool | None, every_s: float, total: int, batch_size: int,
+                 initial: int = 0):
+        self.every_s, self.total, self.batch_size = every_s, total, batch_size
+        self.bar = None
+        self.lines = enabled is None and not sys.stderr.isatty()
+        if enabled or (enabled is None and sys.stderr.isatty()):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                            leave=False)
+        self.last_time, self.last_step = time.perf_counter(), initial
+
+    def step(self, epoch: int, max_epochs: int, global_step: int, loss: torch.Tensor) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if global_step % 20 == 0:
+                self.bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            return
+        if not self.lines:
+            return
+        now = time.perf_counter()
+        if now - self.last_time < self.every_s:
+            return
+        rate = (global_step - self.last_step) * self.batch_size / (now - self.last_time)
+        log.info("epoch %d/%d  step %d/%d  loss %.4f  %.0f samples/s", epoch, max_epochs,
+                 global_step, self.total, loss.item(), rate)
+        self.last_time, self.last_step = now, global_step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,7 +1,11 @@
-"""One job: validate the config, load data, build the model, train, evaluate, record.
+"""One job, from a composed config to its recorded result: `run` is Hydra's task function.
 
-Every job leaves a `summary.json` with its status (completed | failed | diverged | interrupted)
-in its output dir, and finishes its W&B run, whatever happens.
+    run(cfg) -> mode=train:   validate, load data, build the model, train, test, record
+                mode=summary: print the model's per-layer table
+                mode=export:  write ONNX from a checkpoint
+
+Every training job leaves a `summary.json` (convexp.job) and finishes its logger, whatever
+happens; a resumed job runs the config its checkpoint recorded (see `resume_config`).
 """
 
 from __future__ import annotations
@@ -9,93 +13,58 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import secrets
-import signal
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from convexp.atomic import (
-    atomic_write_json,
-    atomic_write_text,
-    ensure_writable_dir,
-    finite_or_none,
-)
-from convexp.checkpoint import load_checkpoint
+from convexp.checkpoint import load_checkpoint, resolve_checkpoint
+from convexp.data import DATASETS, load_dataset
 from convexp.errors import ConfigError, ConvexpError
-from convexp.schema import Config
+from convexp.export import export_onnx
+from convexp.introspect import ModelReport, describe
+from convexp.job import SUMMARY, Job, JobContext, JobExit, Stop, check_writable
+from convexp.loggers import LOGGERS, NullLogger, build_logger
+from convexp.models import MNIST_SHAPE, MODELS, build_model, is_builtin, variant_of
+from convexp.optim import OPTIMIZERS, SCHEDULERS
+from convexp.precision import resolve_precision
+from convexp.runner import FitResult, Runner
+from convexp.schema import to_container, to_schema, value
+from convexp.signals import first_signal, install_signal_handlers, stop_requested
+from convexp.system import select_device, set_threads, thread_budget
+from convexp.validate import validate_config
 
 log = logging.getLogger("convexp")
 
-SUMMARY, METRICS = "summary.json", "metrics.jsonl"
+REGISTRIES = {"model": MODELS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
+              "data": DATASETS, "logger": LOGGERS}
+
+# What a resumed run may change: how it reports and logs, not what it trains. Anything else
+# that differs from the checkpoint's config is refused (exit 2). trainer.max_epochs may grow a
+# run whose schedule has no fixed horizon (scheduler=none).
+RESUME_MAY_CHANGE = ("trainer.progress", "trainer.progress_every_s", "trainer.threads",
+                     "trainer.checkpoint", "logger", "hydra")
+EXTENDS_RUN = "trainer.max_epochs"
 
 
-class JobExit(Exception):
-    """Raised after a job has recorded everything, to end it with a non-zero exit code."""
-
-    def __init__(self, exit_code: int, message: str):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class Stop(JobExit):
-    """An interrupted job: ends the process (a sweep too) with 128 + the signal number."""
-
-    def __init__(self, signum: int):
-        super().__init__(128 + signum, f"stopped by signal {signum}")
-
-
-_signals_received: list[int] = []
-
-
-def _on_signal(signum, frame):
-    if _signals_received and signum == signal.SIGINT:
-        raise KeyboardInterrupt  # a second Ctrl-C: stop now
-    _signals_received.append(signum)
-    log.warning("signal %d received: stopping at the next step and saving a checkpoint", signum)
-
-
-def install_signal_handlers() -> None:
-    """SIGINT/SIGTERM ask the job to stop at the next step boundary, checkpoint and record
-    `interrupted`. Installed as the process starts, so that a signal during setup is kept too."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(sig, _on_signal)
-        except ValueError:  # not the main thread: the launcher owns signals
-            pass
-
-
-def stop_requested() -> bool:
-    return bool(_signals_received)
-
-
-# --- context from Hydra -------------------------------------------------------------------
-
-
-def hydra_context() -> dict[str, Any]:
-    """Output dir, overrides and multirun facts of the current Hydra job (empty outside one)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
+def hydra_context() -> JobContext:
+    """The current Hydra job's output dir, overrides and multirun facts."""
     if not HydraConfig.initialized():
-        return {}
+        return JobContext()
     hc = HydraConfig.get()
-    choices = dict(hc.runtime.choices)
     multirun = hc.mode == RunMode.MULTIRUN
-    launcher_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None)
-    return {
-        "output_dir": Path(hc.runtime.output_dir),
-        "overrides": list(hc.overrides.task),
-        "multirun": multirun,
-        "sweep_name": _sweep_name(hc.sweep.dir, choices.get("experiment")) if multirun else None,
-        "parallel_jobs": launcher_jobs if isinstance(launcher_jobs, int) else None,
-    }
+    return JobContext(
+        output_dir=Path(hc.runtime.output_dir),
+        overrides=list(hc.overrides.task),
+        multirun=multirun,
+        sweep_name=_sweep_name(hc.sweep.dir, hc.runtime.choices.get("experiment"))
+        if multirun else None,
+        launcher=OmegaConf.to_container(hc.launcher, resolve=False) if multirun else None,
+        job_num=hc.job.get("num") if multirun else None,
+    )
 
 
 def _sweep_name(sweep_dir: str, experiment: str | None) -> str:
@@ -105,40 +74,20 @@ def _sweep_name(sweep_dir: str, experiment: str | None) -> str:
 
 def run_name(cfg) -> str:
     m = cfg.model
-    if m.kernel_size is None:
+    if m.get("kernel_size") is None:
         return f"{m.name} s{cfg.seed}"
     return f"{m.name} k{m.kernel_size} d{m.dilation} s{cfg.seed}"
 
 
-def to_schema(cfg) -> DictConfig:
-    """A plain config (e.g. from a checkpoint) merged onto the typed schema."""
-    merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
-    OmegaConf.set_readonly(merged, False)
-    return merged
-
-
-# --- the job --------------------------------------------------------------------------------
-
-
-def run(cfg: DictConfig, ctx: dict[str, Any] | None = None) -> float:
+def run(cfg: DictConfig, ctx: JobContext | None = None) -> float:
     """The Hydra task function: returns the validation objective for sweepers (NaN when the
     job did not complete, so a sweep keeps going)."""
     ctx = ctx if ctx is not None else hydra_context()
-    mode = getattr(cfg.mode, "value", cfg.mode)
-    if mode == "summary":
-        return _guard(cfg, ctx, _print_summary)
-    if mode == "export":
-        return _guard(cfg, ctx, _export)
-    return _guard(cfg, ctx, _train)
-
-
-def _guard(cfg, ctx, job) -> float:
-    """Turn a user error into one message and a non-zero exit (or, in a multirun, a failed
-    job that lets the sweep go on)."""
+    job = {"summary": _print_summary, "export": _export}.get(value(cfg.mode), _train)
     try:
         return job(cfg, ctx)
     except ConvexpError as e:
-        if ctx.get("multirun"):
+        if ctx.multirun:
             log.error("job failed: %s", e)
             return math.nan
         print(f"convexp: error: {e}", file=sys.stderr)
@@ -146,217 +95,258 @@ def _guard(cfg, ctx, job) -> float:
     except Stop as e:
         raise SystemExit(e.exit_code) from None
     except JobExit as e:  # recorded already, e.g. a diverged run
-        if ctx.get("multirun") or ctx.get("api"):
+        if ctx.multirun or not ctx.exit_on_failure:
             return math.nan
         print(f"convexp: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None
     except Exception:
-        if ctx.get("multirun"):
+        if ctx.multirun:
             log.exception("job failed")
             return math.nan
         raise
 
 
-def _print_summary(cfg, ctx) -> float:
-    from convexp.validate import validate_config
+# --- mode=summary and mode=export ---------------------------------------------------------
 
-    validate_config(cfg)
-    report, ratios = _describe_model(cfg)
-    print(f"{cfg.model.name}: {_model_caption(cfg)}")
+
+def _print_summary(cfg, ctx: JobContext) -> float:
+    validate_config(cfg, REGISTRIES)
+    report, ratios = describe_model(cfg.model)
+    print(f"{cfg.model.name}: {_model_caption(cfg.model, report.input_shape)}")
     print(report.format_table())
-    for key, value in ratios.items():
-        if value is not None:
-            print(f"{key.replace('_', ' ')}: {value:.3f}")
+    for key, ratio in ratios.items():
+        print(f"{key.replace('_', ' ').replace(' vs ', ' vs. ')}: {ratio:.3f}")
     return math.nan
 
 
-def _export(cfg, ctx) -> float:
-    from convexp.export import export_onnx
-
+def _export(cfg, ctx: JobContext) -> float:
     if cfg.checkpoint is None:
         raise ConfigError("mode=export needs checkpoint=<run dir or checkpoint file>")
-    out_dir = ctx.get("output_dir", Path("."))
-    path = export_onnx(cfg.checkpoint, out_dir / "model.onnx")
+    source = resolve_checkpoint(cfg.checkpoint)
+    # Beside the checkpoint's run dir (run/checkpoints/last.pt -> run/model.onnx), where the
+    # rest of that run's results are.
+    out_dir = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    check_writable(out_dir)
+    path = export_onnx(source, out_dir / "model.onnx")
     print(f"wrote {path} (open it in Netron: https://netron.app)")
     return math.nan
 
 
-def _model_caption(cfg) -> str:
-    m = cfg.model
-    if m.kernel_size is None:
-        return "the textbook network"
+def _model_caption(m, image_shape) -> str:
+    shape = "x".join(map(str, image_shape))
+    if m.get("kernel_size") is None:
+        return f"input {shape}"
     return (f"kernel {m.kernel_size}, dilation {m.dilation}, channels {list(m.channels)}, "
-            f"padding {getattr(m.padding, 'value', m.padding)}")
+            f"padding {value(m.padding)}, input {shape}")
 
 
-def _describe_model(cfg, image_shape=(1, 28, 28)):
-    """The model's per-layer report and, for the variants, its params and MACs relative to
-    the standard conv net with the same channels, kernel and dilation."""
-    from convexp.introspect import describe
-    from convexp.models import build_model
-
-    model = build_model(cfg.model, in_channels=image_shape[0], image_size=image_shape[1])
-    report = describe(model, image_shape)
-    ratios = {"param_ratio_vs_standard": None, "macs_ratio_vs_standard": None}
-    if cfg.model.kernel_size is not None:
-        standard_cfg = OmegaConf.merge(cfg.model, {"name": "standard"})
-        standard = describe(
-            build_model(standard_cfg, in_channels=image_shape[0], image_size=image_shape[1]),
-            image_shape,
-        )
+def describe_model(model_cfg, image_shape=MNIST_SHAPE, num_classes: int = 10
+                   ) -> tuple[ModelReport, dict]:
+    """The model's per-layer report and, for convexp's conv variants, its params and MACs
+    relative to the standard conv net with the same channels, kernel and dilation (a ratio
+    that means nothing for the textbook net or a user's model, so none is given there)."""
+    report = describe(build_model(model_cfg, image_shape, num_classes), image_shape)
+    ratios = {}
+    if is_builtin(model_cfg) and model_cfg.get("kernel_size") is not None:
+        standard = describe(build_model(OmegaConf.merge(model_cfg, {"name": "standard"}),
+                                        image_shape, num_classes), image_shape)
         ratios = {"param_ratio_vs_standard": report.params / standard.params,
                   "macs_ratio_vs_standard": report.macs / standard.macs}
     return report, ratios
 
 
-class Job:
-    """The state of one training job, so that every exit path can record it."""
-
-    def __init__(self, cfg, ctx):
-        from convexp.models import variant_of
-
-        self.cfg, self.ctx = cfg, ctx
-        self.started = time.time()
-        self.out_dir = Path(ctx.get("output_dir") or Path("outputs") / "run")
-        self.summary: dict[str, Any] = {
-            "status": "failed", "reason": None, "model": cfg.model.name,
-            "variant": variant_of(cfg.model.name, cfg.model.dilation),
-            "kernel_size": cfg.model.kernel_size, "dilation": cfg.model.dilation,
-            "channels": list(cfg.model.channels),
-            "padding": getattr(cfg.model.padding, "value", cfg.model.padding),
-            "seed": cfg.seed, "overrides": ctx.get("overrides", []),
-            "output_dir": str(self.out_dir), "torch_version": torch.__version__,
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        self.logger = None
-        self.run_id = secrets.token_hex(4)
-
-    def write_summary(self, **values) -> None:
-        self.summary.update(values, wall_s=round(time.time() - self.started, 3))
-        atomic_write_json(self.out_dir / SUMMARY, self.summary)
-
-    def write_metrics(self, history: list[dict]) -> None:
-        lines = (json.dumps(finite_or_none(m)) + "\n" for m in history)
-        atomic_write_text(self.out_dir / METRICS, "".join(lines))
+# --- resume ---------------------------------------------------------------------------------
 
 
-def _check_writable(out_dir: Path) -> None:
-    try:
-        ensure_writable_dir(out_dir)
-    except OSError as e:
-        raise ConfigError(f"output dir {out_dir} is not writable: {e.strerror or e}") from e
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
-def _resume_config(cfg) -> tuple[DictConfig, dict]:
-    ckpt = load_checkpoint(cfg.resume)
+def _allowed_on_resume(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+
+
+def resume_config(cli_cfg, ctx: JobContext) -> tuple[DictConfig, dict, list[str]]:
+    """The config a resumed run trains: the checkpoint's own, with only the overrides that do
+    not change what it trains (RESUME_MAY_CHANGE) applied. Returns it, the checkpoint and the
+    overrides to record (the original run's, so compare pools the job with its seeds)."""
+    ckpt = load_checkpoint(cli_cfg.resume)
     resumed = to_schema(ckpt["config"])
-    resumed.resume = cfg.resume
-    log.info("resuming from %s (epoch %d, step %d); the run's config comes from the checkpoint",
-             cfg.resume, ckpt["progress"]["epoch"], ckpt["progress"]["global_step"])
-    return resumed, ckpt
+    problems, recorded = [], list(ckpt.get("overrides", []))
+    for override in ctx.overrides:
+        key = _override_key(override)
+        if key == "resume":
+            continue
+        new = OmegaConf.select(cli_cfg, key, default=None)
+        if _allowed_on_resume(key) and not key.startswith("hydra"):
+            OmegaConf.update(resumed, key, new, merge=False, force_add=True)
+            continue
+        old = OmegaConf.select(resumed, key, default=None)
+        as_plain = (lambda v: to_container(v) if isinstance(v, DictConfig) else
+                    (OmegaConf.to_container(v) if OmegaConf.is_list(v) else value(v)))
+        if as_plain(new) == as_plain(old):
+            continue
+        if key == EXTENDS_RUN and resumed.scheduler.name == "none":
+            resumed.trainer.max_epochs = new
+            recorded = [o for o in recorded if _override_key(o) != key] + [override]
+            continue
+        why = (f" (scheduler={resumed.scheduler.name} spans the original "
+               f"{resumed.trainer.max_epochs} epochs)" if key == EXTENDS_RUN else "")
+        problems.append(f"{override} (the checkpoint has {key}={as_plain(old)!r}){why}")
+    if problems:
+        raise ConfigError(
+            f"resume={cli_cfg.resume} runs the config its checkpoint recorded; these overrides "
+            f"would change what it trains: {'; '.join(problems)}. Only "
+            f"{', '.join(RESUME_MAY_CHANGE[:-1])} and trainer.max_epochs (with scheduler=none) "
+            "may change; start a new run for anything else")
+    resumed.resume = cli_cfg.resume
+    return resumed, ckpt, recorded
 
 
-def _set_threads(cfg, ctx) -> None:
-    threads = cfg.trainer.threads
-    jobs = ctx.get("parallel_jobs")
-    if threads is None and jobs:
-        # One CPU budget per parallel job, or jobs oversubscribe the cores.
-        cpus = os.cpu_count() or 1
-        jobs = jobs if jobs > 0 else max(1, cpus + 1 + jobs)  # joblib: -1 = all cores
-        threads = max(1, cpus // jobs)
-    if threads is not None:
-        torch.set_num_threads(threads)
+def resume_output_dir(resume: str, fallback: Path) -> Path:
+    """A resumed run continues in the run dir of its checkpoint (run/checkpoints/last.pt)."""
+    ckpt = resolve_checkpoint(resume)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else fallback
 
 
-def _train(cfg, ctx) -> float:
-    from convexp.data import load_dataset
-    from convexp.loggers import build_logger
-    from convexp.models import build_model
-    from convexp.runner import Runner, select_device
-    from convexp.validate import validate_config
-
-    ckpt = None
-    if cfg.resume is not None:
-        cfg, ckpt = _resume_config(cfg)
-    job = Job(cfg, ctx)
-    install_signal_handlers()
+def _already_completed(out_dir: Path, ckpt: dict, cfg) -> bool:
+    summary = out_dir / SUMMARY
     try:
-        _check_writable(job.out_dir)
-        validate_config(cfg)
-        device = select_device(cfg.trainer.device)
-        _set_threads(cfg, ctx)
-        torch.manual_seed(cfg.seed)
-        data = load_dataset(cfg.data, cfg.seed)
-        image_shape = tuple(data.train.images.shape[1:])
-        report, ratios = _describe_model(cfg, image_shape)
-        torch.compiler.reset()  # a fresh dynamo cache per job: no recompile-limit fallbacks
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, in_channels=image_shape[0], image_size=image_shape[1])
-        log.info("%s\n%s", run_name(cfg), report.format_table())
-        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        if ckpt is not None:
-            job.run_id = ckpt.get("wandb_run_id") or job.run_id
-        job.summary.update(
-            params=report.params,
-            macs=report.macs, receptive_field=report.receptive_field, **ratios,
-            device=str(device), wandb_run_id=job.run_id,
-        )
-        runner = Runner(
-            cfg, model, data, device, job.out_dir, should_stop=stop_requested,
-            checkpoint_extra=lambda: {"config": resolved, "wandb_run_id": job.run_id,
-                                      "image_shape": list(image_shape)},
-        )
-        if ckpt is not None:
-            runner.load_state_dict(ckpt)
-        job.summary.update(compiled=runner.compiled)
-        top_level = {k: job.summary[k] for k in (
-            "variant", "kernel_size", "dilation", "seed", "params", "macs", "receptive_field")}
-        job.logger = build_logger(
-            cfg.logger, {**resolved, **top_level}, job.out_dir, job.run_id, run_name(cfg)
-            if cfg.logger.run_name is None else cfg.logger.run_name,
-            cfg.logger.group or ctx.get("sweep_name"),
-        )
-        job.logger.update_summary({**top_level, **ratios})
+        status = json.loads(summary.read_text()).get("status")
+    except (OSError, ValueError):
+        status = None
+    return status == "completed" and ckpt["progress"]["epoch"] >= cfg.trainer.max_epochs
 
-        def on_epoch(metrics: dict) -> None:
-            job.write_metrics(runner.progress.history)
-            job.logger.log_metrics(metrics)
-            log.info(_epoch_line(metrics, cfg.trainer.max_epochs))
 
-        runner.on_epoch = on_epoch
+# --- mode=train -----------------------------------------------------------------------------
+
+
+def _summary_fields(cfg) -> dict:
+    """What identifies the job in summary.json and W&B: only the fields its model has."""
+    m = cfg.model
+    fields = {"model": m.name, "variant": variant_of(m.name, m.get("dilation"))}
+    for key in ("kernel_size", "dilation", "channels", "padding"):
+        if key in m:
+            fields[key] = value(m[key]) if key != "channels" else list(m[key])
+    return {**fields, "seed": cfg.seed}
+
+
+def _train(cfg, ctx: JobContext) -> float:
+    ckpt, overrides, out_dir = None, list(ctx.overrides), Path(ctx.output_dir)
+    if cfg.resume is not None:
+        cfg, ckpt, overrides = resume_config(cfg, ctx)
+        out_dir = resume_output_dir(cfg.resume, out_dir)
+        if _already_completed(out_dir, ckpt, cfg):
+            print(f"convexp: {out_dir} already completed its {ckpt['progress']['epoch']} "
+                  f"epochs: nothing to resume (its results are in {out_dir / SUMMARY})")
+            return math.nan
+        log.info("resuming %s (epoch %d, step %d) with the config its checkpoint recorded",
+                 out_dir, ckpt["progress"]["epoch"], ckpt["progress"]["global_step"])
+    job = Job(ctx, out_dir, {**_summary_fields(cfg), "overrides": overrides},
+              run_id=(ckpt or {}).get("wandb_run_id"), resuming=ckpt is not None)
+    install_signal_handlers()
+    runner = None
+    try:
+        validate_config(cfg, REGISTRIES)
+        runner = _setup(cfg, ctx, job, ckpt, overrides)
         if stop_requested():
-            job.write_summary(status="interrupted", reason="stopped by a signal before training")
-            _record_failure(job, cfg, ctx, "interrupted", "stopped by a signal before training")
-            raise Stop(_signals_received[0])
-        result = runner.fit()
-        return _finish(job, runner, result)
+            raise Stop(first_signal())
+        return _finish(job, runner, runner.fit())
     except BaseException as e:
-        if not isinstance(e, JobExit):
-            reason = str(e) if isinstance(e, ConvexpError) else f"{type(e).__name__}: {e}"
-            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            try:
-                job.write_summary(status=status, reason=reason)
-            except OSError as write_error:  # e.g. the output dir itself is the problem
-                log.warning("could not write %s: %s", job.out_dir / SUMMARY, write_error)
-            _record_failure(job, cfg, ctx, status, reason)
+        recorded = isinstance(e, JobExit) and job.summary["status"] != "running"
+        if not recorded:
+            _record_failure(job, cfg, e, runner)
         raise
 
 
-def _record_failure(job: Job, cfg, ctx, status: str, reason: str) -> None:
-    from convexp.loggers import NullLogger, build_logger
+def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[str]) -> Runner:
+    """Everything between a valid config and the first step: data, model, runner, logger."""
+    device = select_device(value(cfg.trainer.device))
+    set_threads(thread_budget(cfg.trainer.threads, ctx.launcher))
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.data, cfg.seed)
+    report, ratios = describe_model(cfg.model, data.image_shape, data.num_classes)
+    torch.compiler.reset()  # a fresh dynamo cache per job: no recompile-limit fallbacks
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.image_shape, data.num_classes)
+    # A resumed run keeps the precision it started with (the checkpoint's config holds the
+    # resolved one, never `auto`).
+    precision, why = resolve_precision(value(cfg.trainer.precision), device, model)
+    cfg.trainer.precision = precision
+    log.info("%s\n%s\nprecision: %s", run_name(cfg), report.format_table(), why)
+    resolved = to_container(cfg)
+    job.summary.update(
+        params=report.params, macs=report.macs, receptive_field=report.receptive_field,
+        **ratios, device=str(device), precision=precision, threads=torch.get_num_threads(),
+        wandb_run_id=job.run_id,
+    )
 
-    if job.logger is None and ctx.get("multirun") and cfg.logger.name == "wandb":
-        # A sweep compares jobs in W&B: a job that failed before training still shows there.
-        top_level = {k: job.summary.get(k) for k in ("variant", "kernel_size", "dilation", "seed")}
-        try:
-            job.logger = build_logger(
-                cfg.logger,
-                {**OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), **top_level},
-                job.out_dir, job.run_id, run_name(cfg), cfg.logger.group or ctx.get("sweep_name"),
-            )
-            job.logger.update_summary(top_level)
-        except ConvexpError:
-            job.logger = NullLogger()
+    def on_epoch(metrics: dict) -> None:
+        job.write_metrics(runner.progress.history)
+        job.logger.log_metrics(metrics)
+        log.info(_epoch_line(metrics, cfg.trainer.max_epochs))
+
+    runner = Runner(
+        cfg, model, data, device, job.out_dir, precision=precision, on_epoch=on_epoch,
+        should_stop=stop_requested,
+        checkpoint_extra=lambda: {"config": resolved, "overrides": overrides,
+                                  "wandb_run_id": job.run_id,
+                                  "image_shape": list(data.image_shape),
+                                  "num_classes": data.num_classes},
+    )
+    if ckpt is not None:
+        runner.load_state_dict(ckpt)
+        job.summary["resumed_from_epoch"] = ckpt["progress"]["epoch"]
+    job.summary.update(compiled=runner.compiled)
+    job.write_summary()
+    top_level = {k: job.summary.get(k) for k in (
+        "variant", "kernel_size", "dilation", "seed", "params", "macs", "receptive_field",
+        "precision") if k in job.summary}
+    job.logger = build_logger(
+        cfg.logger, {**resolved, **top_level}, job.out_dir, job.run_id,
+        cfg.logger.get("run_name") or run_name(cfg),
+        cfg.logger.get("group") or ctx.sweep_name,
+    )
+    job.logger.log_model_table(report)
+    job.logger.update_summary({**top_level, **ratios})
+    return runner
+
+
+def _progress_values(runner: Runner | None) -> dict:
+    if runner is None:
+        return {}
+    p = runner.progress
+    return {"epochs_completed": p.epoch, "steps": p.global_step,
+            "best_val_acc": p.best_val_acc, "train_time_s": round(p.train_time_s, 3)}
+
+
+def _record_failure(job: Job, cfg, error: BaseException, runner: Runner | None) -> None:
+    """Record a job that ended by an exception: summary.json, and its logger's run."""
+    if isinstance(error, Stop):
+        status, reason = "interrupted", "stopped by a signal before training"
+    elif isinstance(error, KeyboardInterrupt):
+        status, reason = "interrupted", "stopped by a second Ctrl-C"
+    elif isinstance(error, ConvexpError):
+        status, reason = "failed", str(error)
+    else:
+        status, reason = "failed", f"{type(error).__name__}: {error}"
+    try:
+        job.write_summary(status=status, reason=reason, **_progress_values(runner))
+    except OSError as write_error:  # e.g. the output dir itself is the problem
+        log.warning("could not write %s: %s", job.out_dir / SUMMARY, write_error)
+    if job.logger is None and job.ctx.multirun:
+        logger_cls = LOGGERS.get(cfg.logger.name) if cfg.logger.name in LOGGERS else None
+        if logger_cls is not None and logger_cls.records_failed_jobs:
+            # A sweep compares jobs in W&B: a job that failed before training shows there.
+            top_level = {k: job.summary.get(k) for k in ("variant", "kernel_size", "dilation",
+                                                          "seed")}
+            try:
+                job.logger = build_logger(cfg.logger, {**to_container(cfg), **top_level},
+                                          job.out_dir, job.run_id, run_name(cfg),
+                                          cfg.logger.get("group") or job.ctx.sweep_name)
+                job.logger.update_summary(top_level)
+            except ConvexpError:
+                job.logger = NullLogger()
     if job.logger is not None:
         job.logger.update_summary({"status": status, "reason": reason})
         job.logger.finish(exit_code=1)
@@ -369,16 +359,14 @@ def _epoch_line(m: dict, max_epochs: int) -> str:
             f"{m['train_samples_per_s']:.0f} samples/s")
 
 
-def _finish(job: Job, runner, result) -> float:
+def _finish(job: Job, runner: Runner, result: FitResult) -> float:
     p = result.progress
     history = p.history
     last = history[-1] if history else {}
     values = {
-        "status": result.status, "reason": result.reason,
-        "best_val_acc": p.best_val_acc, "final_val_acc": last.get("val_acc"),
-        "final_train_loss": last.get("train_loss"), "final_train_acc": last.get("train_acc"),
-        "epochs_completed": p.epoch, "steps": p.global_step,
-        "train_time_s": round(p.train_time_s, 3),
+        "status": result.status, "reason": result.reason, **_progress_values(runner),
+        "final_val_acc": last.get("val_acc"), "final_train_loss": last.get("train_loss"),
+        "final_train_acc": last.get("train_acc"),
         "train_samples_per_s": _overall_rate(history),
         "test_loss": None, "test_acc": None, "compiled": runner.ran_compiled,
     }
@@ -388,20 +376,21 @@ def _finish(job: Job, runner, result) -> float:
                  len(runner.data.test) if runner.data.test is not None else 0)
     job.write_metrics(history)
     job.write_summary(**values)
-    logged = {k: v for k, v in values.items() if k not in ("reason",) or v is not None}
+    logged = {k: v for k, v in values.items() if k != "reason" or v is not None}
     job.logger.update_summary(logged)
     ckpt = job.out_dir / "checkpoints" / "last.pt"
-    if result.status == "completed" and job.cfg.logger.log_model and ckpt.is_file():
+    cfg = runner.cfg
+    if result.status == "completed" and cfg.logger.get("log_model") and ckpt.is_file():
         job.logger.log_model(ckpt, f"model-{job.run_id}", {
             k: job.summary.get(k) for k in ("variant", "params", "macs", "test_acc")})
     if result.status != "completed":
         log.warning("job %s: %s", result.status, result.reason)
     job.logger.finish(exit_code=0 if result.status == "completed" else 1)
     if result.status == "interrupted":
-        raise Stop(_signals_received[0] if _signals_received else signal.SIGINT)
-    if result.status == "diverged":
-        raise JobExit(1, f"run diverged: {result.reason} (see {job.out_dir / SUMMARY})")
-    objective = job.summary.get(job.cfg.objective)
+        raise Stop(first_signal())
+    if result.status in ("diverged", "failed"):
+        raise JobExit(1, f"run {result.status}: {result.reason} (see {job.out_dir / SUMMARY})")
+    objective = job.summary.get(value(cfg.objective))
     return float(objective) if isinstance(objective, (int, float)) else math.nan
 
 

@@ -1,4 +1,9 @@
-"""Range and consistency checks the typed schema cannot express, run before any work."""
+"""Range and consistency checks the typed schema cannot express, run before any work.
+
+The schema (convexp/schema.py and each option's dataclass) already rejects unknown keys and
+wrong types at composition; this module checks values, and re-checks each group against its
+option's schema, since Hydra's `+key=value` appends a key past it.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,36 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from convexp.errors import ConfigError
+from convexp.schema import GROUPS, MAX_SEED, option_schema, to_container, value
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _checks(cfg):
-    m, o, d, t = cfg.model, cfg.optimizer, cfg.data, cfg.trainer
-    yield "optimizer.lr", o.lr, 0 < o.lr < math.inf, "must be > 0 and finite"
-    yield "optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0, "must be >= 0"
-    yield "optimizer.momentum", o.momentum, 0 <= o.momentum < 1, "must lie in [0, 1)"
-    nesterov_ok = not (o.name == "sgd" and o.nesterov and o.momentum <= 0)
-    yield "optimizer.nesterov", o.nesterov, nesterov_ok, "needs optimizer.momentum > 0"
-    betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
-    yield "optimizer.betas", list(o.betas), betas_ok, "must be two numbers in [0, 1)"
-    yield "optimizer.eps", o.eps, o.eps >= 0, "must be >= 0"
-    s = cfg.scheduler
-    if s.name == "onecycle":
+    """(key, value, ok, rule) for every field that has a range. Fields that the chosen option
+    does not have are absent from the config, so `get` returns None and the check is skipped."""
+    o, s, d, t, m = cfg.optimizer, cfg.scheduler, cfg.data, cfg.trainer, cfg.model
+    yield "seed", cfg.seed, 0 <= cfg.seed <= MAX_SEED, f"must lie in [0, {MAX_SEED}]"
+    yield "optimizer.lr", o.lr, _finite(o.lr) and o.lr > 0, "must be > 0 and finite"
+    yield ("optimizer.weight_decay", o.weight_decay,
+           _finite(o.weight_decay) and o.weight_decay >= 0, "must be >= 0 and finite")
+    if o.get("momentum") is not None:
+        yield "optimizer.momentum", o.momentum, 0 <= o.momentum < 1, "must lie in [0, 1)"
+        nesterov_ok = not (o.nesterov and o.momentum <= 0)
+        yield "optimizer.nesterov", o.nesterov, nesterov_ok, "needs optimizer.momentum > 0"
+    if o.get("betas") is not None:
+        betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
+        yield "optimizer.betas", list(o.betas), betas_ok, "must be two numbers in [0, 1)"
+        yield "optimizer.eps", o.eps, _finite(o.eps) and o.eps >= 0, "must be >= 0 and finite"
+    if s.get("pct_start") is not None:
         yield "scheduler.pct_start", s.pct_start, 0 < s.pct_start < 1, "must lie in (0, 1)"
         yield "scheduler.div_factor", s.div_factor, s.div_factor > 0, "must be > 0"
         yield ("scheduler.final_div_factor", s.final_div_factor, s.final_div_factor > 0,
                "must be > 0")
-    if s.name == "cosine":
-        yield "scheduler.min_lr", s.min_lr, s.min_lr >= 0, "must be >= 0"
+    if s.get("min_lr") is not None:
+        yield "scheduler.min_lr", s.min_lr, _finite(s.min_lr) and s.min_lr >= 0, "must be >= 0"
         yield "scheduler.warmup_steps", s.warmup_steps, s.warmup_steps >= 0, "must be >= 0"
     yield "data.batch_size", d.batch_size, d.batch_size > 0, "must be > 0"
     yield "data.eval_batch_size", d.eval_batch_size, d.eval_batch_size > 0, "must be > 0"
@@ -37,64 +52,68 @@ def _checks(cfg):
     if d.test_size is not None:
         yield "data.test_size", d.test_size, d.test_size > 0, "must be > 0 (or null: all)"
     yield "data.random_shift", d.random_shift, d.random_shift >= 0, "must be >= 0"
-    yield "data.std", d.std, d.std > 0, "must be > 0"
+    if d.normalize is not None:
+        n = d.normalize
+        yield "data.normalize.mean", n.mean, _finite(n.mean), "must be finite"
+        yield "data.normalize.std", n.std, _finite(n.std) and n.std > 0, "must be > 0 and finite"
     yield "trainer.max_epochs", t.max_epochs, t.max_epochs > 0, "must be > 0"
     if t.max_steps is not None:
         yield "trainer.max_steps", t.max_steps, t.max_steps > 0, "must be > 0 (or null: no cap)"
     yield ("trainer.finite_check_every", t.finite_check_every, t.finite_check_every > 0,
            "must be > 0")
+    yield ("trainer.progress_every_s", t.progress_every_s,
+           _finite(t.progress_every_s) and t.progress_every_s > 0, "must be > 0")
     if t.threads is not None:
         yield "trainer.threads", t.threads, t.threads > 0, "must be > 0 (or null: default)"
-    yield "model.channels", list(m.channels), all(c > 0 for c in m.channels), "must all be > 0"
-    if m.kernel_size is not None:
+    if t.compile_mode is not None:
+        yield ("trainer.compile_mode", t.compile_mode, t.compile is not False,
+               "applies only when compiling: drop it, or set trainer.compile=true")
+    if m.get("channels") is not None and "_target_" not in m:
+        channels = list(m.channels)
+        yield "model.channels", channels, all(c > 0 for c in channels), "must all be > 0"
+    if m.get("kernel_size") is not None and "_target_" not in m:
         yield "model.kernel_size", m.kernel_size, m.kernel_size >= 1, "must be >= 1"
-    if m.dilation is not None:
         yield "model.dilation", m.dilation, m.dilation >= 1, "must be >= 1"
-    yield "model.dropout", m.dropout, 0 <= m.dropout < 1, "must lie in [0, 1)"
-    yield ("logger.mode", cfg.logger.mode,
-           cfg.logger.mode in ("auto", "online", "offline", "disabled"),
-           "must be one of auto, online, offline, disabled")
+        yield "model.dropout", m.dropout, 0 <= m.dropout < 1, "must lie in [0, 1)"
+    mode = value(cfg.mode)
+    if cfg.resume is not None:
+        yield "resume", cfg.resume, mode == "train", "applies only to mode=train"
+    if cfg.checkpoint is not None:
+        yield "checkpoint", cfg.checkpoint, mode == "export", "applies only to mode=export"
 
 
-def validate_config(cfg) -> None:
-    """Raise ConfigError naming every out-of-range field, and every unknown component name."""
-    from convexp.models import MODELS
-    from convexp.optim import OPTIMIZERS, SCHEDULERS
-    from convexp.runner import parse_flag
-
-    _check_schema_keys(cfg)
-    problems = [f"{key}={value!r} {rule}" for key, value, ok, rule in _checks(cfg) if not ok]
-    for key, registry in (("model.name", MODELS), ("optimizer.name", OPTIMIZERS),
-                          ("scheduler.name", SCHEDULERS)):
-        name = _get(cfg, key)
-        if name not in registry:
-            problems.append(f"{key}={name!r} is unknown; registered: {', '.join(registry.names())}")
-    if cfg.logger.name not in ("wandb", "none"):
-        problems.append(f"logger.name={cfg.logger.name!r} is unknown; available: none, wandb")
-    for key in ("trainer.compile", "trainer.progress"):
-        try:
-            parse_flag(_get(cfg, key), key)
-        except ConfigError as e:
-            problems.append(str(e))
+def validate_config(cfg, registries: dict) -> None:
+    """Raise ConfigError naming every out-of-range field, every field that does not apply to
+    its option, and every unknown option name. `registries` maps each group to its registry."""
+    problems = [_schema_problem(cfg, group) for group in GROUPS]
+    problems = [p for p in problems if p]
+    for group, registry in registries.items():
+        node = cfg[group]
+        if group == "model" and "_target_" in node:
+            continue
+        if node.name not in registry:
+            problems.append(f"{group}.name={node.name!r} is unknown; registered: "
+                            f"{', '.join(registry.names())}")
+    if not problems:
+        problems = [f"{key}={val!r} {rule}" for key, val, ok, rule in _checks(cfg) if not ok]
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
 
 
-def _check_schema_keys(cfg) -> None:
-    """Keys added with Hydra's `+key=value` bypass the schema: a typo such as
-    +model.kernel_sise=5 would be silently ignored. Re-merging onto the schema catches it."""
-    from convexp.schema import Config
-
+def _schema_problem(cfg, group: str) -> str | None:
+    """A key that the group's option does not have: Hydra's `+key=value` appends past the
+    schema (a typo such as +model.kernel_sise=5 would be silently ignored), and a config from
+    elsewhere (a checkpoint, the Python API) never met it. Re-merging onto it catches both."""
+    node = cfg[group]
+    schema = option_schema(group, node.get("name"))
+    if schema is None or "_target_" in node:
+        return None
     try:
-        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
+        OmegaConf.merge(OmegaConf.structured(schema), to_container(node))
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or ""
+        key = getattr(e, "key", None)
         detail = str(getattr(e, "msg", e)).splitlines()[0]
-        raise ConfigError(f"unknown or mistyped config key {key!r}: {detail}") from None
-
-
-def _get(cfg, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
+        where = f"{group}.{key}" if key else group
+        return (f"{where} does not apply to {group}={node.name} ({schema.__name__}): "
+                f"{detail}")
+    return None

@@ -1,0 +1,114 @@
+"""The record of one job: its context, its output dir, summary.json and metrics.jsonl.
+
+A job claims its output dir before anything else: summary.json is created exclusively (so two
+runs can never write into one dir) with status `running`, and replaced atomically at the end
+(`completed | failed | diverged | interrupted`). A job killed with SIGKILL thus still leaves a
+summary that says `running`, and `python -m convexp.compare` lists it as incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convexp.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir, finite_or_none
+from convexp.errors import ConfigError
+
+SUMMARY, METRICS = "summary.json", "metrics.jsonl"
+RESULT_FILES = (SUMMARY, METRICS, "checkpoints")
+
+
+@dataclass
+class JobContext:
+    """What the caller (Hydra, the Python API, a test) tells a job about its surroundings."""
+
+    output_dir: Path = Path("outputs/run")
+    overrides: list[str] = field(default_factory=list)  # as given, e.g. ["model.dilation=2"]
+    multirun: bool = False  # a failed job returns NaN so that the sweep goes on
+    # True (the CLI): a diverged or failed run ends the process with its exit code. False
+    # (the Python API): it returns NaN and its summary says what happened.
+    exit_on_failure: bool = True
+    sweep_name: str | None = None
+    launcher: dict | None = None  # hydra.launcher of a multirun (thread budget)
+    job_num: int | None = None  # the job's number in a multirun
+
+
+class JobExit(Exception):
+    """Raised after a job has recorded everything, to end it with a non-zero exit code."""
+
+    def __init__(self, exit_code: int, message: str):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Stop(JobExit):
+    """An interrupted job: ends the process (a sweep too) with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum, f"stopped by signal {signum}")
+
+
+def holds_results(out_dir: Path) -> list[str]:
+    """The result files of a run found in `out_dir`."""
+    return [name for name in RESULT_FILES if (Path(out_dir) / name).exists()]
+
+
+def check_writable(out_dir: Path) -> None:
+    try:
+        ensure_writable_dir(out_dir)
+    except OSError as e:
+        raise ConfigError(f"output dir {out_dir} is not writable: {e.strerror or e}") from e
+
+
+class Job:
+    """The state of one training job, so that every exit path can record it."""
+
+    def __init__(self, ctx: JobContext, out_dir: Path, summary: dict[str, Any],
+                 run_id: str | None = None, resuming: bool = False):
+        self.ctx, self.out_dir = ctx, Path(out_dir)
+        self.started = time.time()
+        self.run_id = run_id or secrets.token_hex(4)
+        self.summary: dict[str, Any] = {
+            "status": "running", "reason": None, **summary,
+            "output_dir": str(self.out_dir), "torch_version": torch.__version__,
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.logger = None
+        self._claim(resuming)
+
+    def _claim(self, resuming: bool) -> None:
+        """Make the output dir this job's: refuse one that holds another run's results."""
+        check_writable(self.out_dir)
+        if not resuming:
+            try:
+                fd = os.open(self.out_dir / SUMMARY, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+                os.close(fd)
+            except FileExistsError:
+                raise ConfigError(
+                    f"output dir {self.out_dir} already holds another run's results "
+                    f"({SUMMARY}); convexp never writes over them. Choose a new "
+                    f"hydra.run.dir, or continue that run with resume={self.out_dir}"
+                ) from None
+            found = [name for name in holds_results(self.out_dir) if name != SUMMARY]
+            if found:
+                (self.out_dir / SUMMARY).unlink()
+                raise ConfigError(
+                    f"output dir {self.out_dir} already holds another run's results "
+                    f"({', '.join(found)}); choose a new hydra.run.dir")
+        self.write_summary()
+
+    def write_summary(self, **values) -> None:
+        self.summary.update(values, wall_s=round(time.time() - self.started, 3))
+        atomic_write_json(self.out_dir / SUMMARY, self.summary)
+
+    def write_metrics(self, history: list[dict]) -> None:
+        lines = (json.dumps(finite_or_none(m)) + "\n" for m in history)
+        atomic_write_text(self.out_dir / METRICS, "".join(lines))
