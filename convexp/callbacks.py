@@ -14,6 +14,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from convexp.atomic import ensure_writable_dir
+from convexp.checkpoint import resolve_checkpoint
+from convexp.errors import ConvexpError
 from convexp.job import holds_results
 from convexp.schema import value
 
@@ -52,8 +54,11 @@ def _refuse(message: str) -> None:
 class ConvexpCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir)
-        if not run_dir.exists() and value(config.mode) == "train" and config.resume:
-            _refuse(f"resume={config.resume}: no such run dir or checkpoint")
+        if value(config.mode) == "train" and config.resume:
+            try:
+                resolve_checkpoint(config.resume)
+            except ConvexpError as e:
+                _refuse(str(e))
         _require_writable(run_dir, "hydra.run.dir")
         # A resumed run continues its own dir, an export writes beside its checkpoint: any
         # other run stops here, before Hydra writes its .hydra/ and log into another run's.

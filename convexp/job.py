@@ -87,22 +87,27 @@ class Job:
     def _claim(self, resuming: bool) -> None:
         """Make the output dir this job's: refuse one that holds another run's results."""
         check_writable(self.out_dir)
+        found = [name for name in holds_results(self.out_dir) if name != SUMMARY]
         if not resuming:
+            if found:
+                raise ConfigError(
+                    f"output dir {self.out_dir} already holds another run's results "
+                    f"({', '.join(found)}); choose a new hydra.run.dir")
+            # The running summary is written beside, then hard-linked into place: the link
+            # fails if another run's summary.json is there, and a reader never sees a
+            # summary.json without its content.
+            claim = self.out_dir / f".{SUMMARY}.{self.run_id}.claim"
+            atomic_write_json(claim, {**self.summary, "wall_s": 0.0})
             try:
-                fd = os.open(self.out_dir / SUMMARY, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-                os.close(fd)
+                os.link(claim, self.out_dir / SUMMARY)
             except FileExistsError:
                 raise ConfigError(
                     f"output dir {self.out_dir} already holds another run's results "
                     f"({SUMMARY}); convexp never writes over them. Choose a new "
                     f"hydra.run.dir, or continue that run with resume={self.out_dir}"
                 ) from None
-            found = [name for name in holds_results(self.out_dir) if name != SUMMARY]
-            if found:
-                (self.out_dir / SUMMARY).unlink()
-                raise ConfigError(
-                    f"output dir {self.out_dir} already holds another run's results "
-                    f"({', '.join(found)}); choose a new hydra.run.dir")
+            finally:
+                claim.unlink()
         self.write_summary()
 
     def write_summary(self, **values) -> None:
