@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.errors import HydraException, MissingConfigException
@@ -51,10 +52,20 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as e:
         print(f"convexp: error: {error_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
-    except AssertionError as e:  # OmegaConf's answer to a key set below a null node
-        print(f"convexp: error: an override sets a key below a node that is null (e.g. "
-              f"data.normalize=null has no mean or std): {e}", file=sys.stderr)
+    except AssertionError as e:
+        if not _raised_in_omegaconf(e):
+            raise
+        # OmegaConf's answer to a key set below a null node.
+        print("convexp: error: an override sets a key below a node that is null (e.g. "
+              "data.normalize=null has no mean or std)", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _raised_in_omegaconf(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return "omegaconf" in Path(tb.tb_frame.f_code.co_filename).parts
 
 
 if __name__ == "__main__":

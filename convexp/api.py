@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,5 +36,29 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path = "outputs/api")
         except ConvexpError:
             pass  # `run` reports it as the command line does
 
-    run(cfg, JobContext(output_dir=output_dir, overrides=list(overrides), exit_on_failure=False))
+    with _log_to_stderr():
+        run(cfg, JobContext(output_dir=output_dir, overrides=list(overrides),
+                            exit_on_failure=False))
     return json.loads((output_dir / SUMMARY).read_text())
+
+
+@contextlib.contextmanager
+def _log_to_stderr():
+    """The CLI's log lines (the model table, progress, one line per epoch) on stderr, as Hydra
+    shows them, unless the caller configured logging itself."""
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - "
+                                           "%(message)s"))
+    convexp_log = logging.getLogger("convexp")
+    level = convexp_log.level
+    convexp_log.addHandler(handler)
+    convexp_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        convexp_log.removeHandler(handler)
+        convexp_log.setLevel(level)

@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 
 from convexp.atomic import ensure_writable_dir
 from convexp.checkpoint import resolve_checkpoint
+from convexp.compare import log_report_to_wandb, write_report
 from convexp.errors import ConvexpError
-from convexp.job import holds_results
+from convexp.job import holds_results, sweep_name
 from convexp.schema import value
 
 
@@ -87,5 +88,25 @@ class ConvexpCallback(Callback):
               f"{counts['interrupted']} interrupted ({sweep_dir})", flush=True)
         for job, status, reason in problems:
             print(f"  job {job} {status}: {reason}", flush=True)
+        if counts["completed"]:
+            _report(config, sweep_dir)
         if total == 0 or counts["completed"] < total:
             raise SystemExit(1)
+
+
+def _report(config: DictConfig, sweep_dir: Path) -> None:
+    """The sweep's comparison report (what `python -m convexp.compare` writes), and with W&B
+    the same table and plots in the sweep's group, as a run of its own (job_type=report)."""
+    try:
+        report_dir, _ = write_report(sweep_dir)
+        print(f"comparison report: {report_dir} (python -m convexp.compare {sweep_dir})",
+              flush=True)
+        logger = config.logger
+        if logger.name == "wandb" and value(logger.mode) != "disabled":
+            group = logger.group or sweep_name(config.hydra.sweep.dir,
+                                               config.hydra.runtime.choices.get("experiment"))
+            log_report_to_wandb(report_dir, project=logger.project, entity=logger.entity,
+                                group=group, mode=value(logger.mode))
+    except Exception as e:  # noqa: BLE001 - every job's own results are written already
+        print(f"convexp: the comparison report failed ({type(e).__name__}: {e}); the jobs' "
+              f"results are complete, run python -m convexp.compare {sweep_dir}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -25,6 +26,24 @@ def load_trained_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
     return model.eval(), {**ckpt, "image_shape": image_shape}
 
 
+# The exporter's own progress and its passes' INFO lines (23 of export's 25 lines): the user
+# asked for a file, and convexp says where it is.
+_NOISY_LOGGERS = ("torch.onnx", "onnx_ir", "onnxscript", "torch.export", "torch._export")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 18) -> Path:
     """Write the checkpoint's model as ONNX with a dynamic batch dimension, check it with
     onnx's checker, and return the file's path."""
@@ -38,10 +57,12 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 18) -
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(
-        model, (example,), dynamo=True, opset_version=opset, input_names=["image"],
-        output_names=["logits"], dynamic_shapes={"x": {0: batch}}, external_data=False,
-    )
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, opset_version=opset, input_names=["image"],
+            output_names=["logits"], dynamic_shapes={"x": {0: batch}}, external_data=False,
+            verbose=False,
+        )
     program.save(str(out_path))
     onnx.checker.check_model(str(out_path), full_check=True)
     log.info("exported %s to %s", source, out_path)

@@ -3,6 +3,16 @@
 One forward pass on a single zero image, in eval mode and under ``torch.no_grad()``, runs under
 ``torch.utils.flop_counter.FlopCounterMode``. MACs are that counter's FLOPs / 2, so only the ops
 it has formulas for count (convolution, mm/addmm/bmm, attention); ReLU, norms and pooling count 0.
+
+A module that computes a standard layer by other means can say what it computes, so that the
+report shows the layer, not the implementation (convexp.ops.DilatedDepthwiseConv2d computes a
+dilated depthwise Conv2d; a sub-grid formulation of it would do more multiply-adds than the conv
+it stands for):
+
+* ``report_macs(inputs, output) -> int``: the MACs of one call (all images of its batch). They
+  replace what the counter saw in the module's own ops (its children report their own), in the
+  layer's row and in the total.
+* ``report_type``: the type name shown in the table (default: the class name).
 """
 
 from __future__ import annotations
@@ -91,12 +101,15 @@ def describe(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> ModelReport:
     leaf_calls: list[nn.Module] = []
     # One [flops at call start, flops done by child calls] pair per module being executed.
     open_calls: list[list[int]] = []
+    # MACs declared by modules (report_macs) minus what the counter saw in their own ops.
+    declared_minus_counted = 0
     counter = FlopCounterMode(display=False)
 
     def before(module, args):
         open_calls.append([counter.get_total_flops(), 0])
 
     def after(module, args, output):
+        nonlocal declared_minus_counted
         start, in_children = open_calls.pop()
         flops = counter.get_total_flops() - start
         if open_calls:
@@ -106,12 +119,17 @@ def describe(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> ModelReport:
             leaf_calls.append(module)
         own_params = sum(p.numel() for p in module.parameters(recurse=False))
         own_macs = (flops - in_children) // 2
+        report_macs = getattr(module, "report_macs", None)
+        if callable(report_macs):
+            declared = int(report_macs(args, output))
+            declared_minus_counted += declared - own_macs
+            own_macs = declared
         if module in layers:
             layers[module].macs += own_macs
         elif is_leaf or own_params or own_macs:
             layers[module] = LayerInfo(
                 name=names[module],
-                type=type(module).__name__,
+                type=getattr(module, "report_type", None) or type(module).__name__,
                 detail=_detail(module),
                 output_shape=_shape(output),
                 params=own_params,
@@ -141,7 +159,7 @@ def describe(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> ModelReport:
     return ModelReport(
         layers=list(layers.values()),
         params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        macs=counter.get_total_flops() // 2,
+        macs=counter.get_total_flops() // 2 + declared_minus_counted,
         receptive_field=_receptive_field(leaf_calls),
         input_shape=tuple(input_shape),
     )

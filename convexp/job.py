@@ -39,6 +39,7 @@ class JobContext:
     sweep_name: str | None = None
     launcher: dict | None = None  # hydra.launcher of a multirun (thread budget)
     job_num: int | None = None  # the job's number in a multirun
+    tags: list[str] = field(default_factory=list)  # presets the job came from, e.g. "textbook"
 
 
 class JobExit(Exception):
@@ -54,6 +55,12 @@ class Stop(JobExit):
 
     def __init__(self, signum: int):
         super().__init__(128 + signum, f"stopped by signal {signum}")
+
+
+def sweep_name(sweep_dir: str, experiment: str | None) -> str:
+    """The W&B group of a sweep's jobs: its experiment (if any) and its dir's date and time."""
+    parts = Path(sweep_dir).parts[-2:]
+    return f"{experiment or 'sweep'}-{'_'.join(parts)}"
 
 
 def holds_results(out_dir: Path) -> list[str]:

@@ -68,9 +68,14 @@ class SeparableConv2d(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, dilation=1, padding=0, bias=True,
                  depth_multiplier=1):
+        # An nn.Conv2d (same parameters, state-dict keys and forward) whose backward is faster
+        # on the CPU when dilated: depthwise_dilated trained at 0.7x the speed of
+        # depthwise_separable with nn.Conv2d (convexp/ops.py, benchmarks/README.md).
+        from convexp.ops import DilatedDepthwiseConv2d
+
         super().__init__()
         mid = in_channels * depth_multiplier
-        self.depthwise = nn.Conv2d(
+        self.depthwise = DilatedDepthwiseConv2d(
             in_channels, mid, kernel_size, padding=padding, dilation=dilation,
             groups=in_channels, bias=False,
         )

@@ -109,12 +109,13 @@ class Runner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch as the model sees it: normalised floats in the training layout."""
         return self.normalize(images).contiguous(memory_format=self.memory_format)
 
     def _forward_loss(self, images: torch.Tensor, labels: torch.Tensor):
         with self._autocast():
-            logits = self.model(self._inputs(images))
+            logits = self.model(self.inputs(images))
         loss = F.cross_entropy(logits.float(), labels)
         correct = (logits.argmax(1) == labels).sum()
         return loss, correct
@@ -147,7 +148,7 @@ class Runner:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for images, labels in split.batches(self.data_cfg.eval_batch_size):
             with self._autocast():
-                logits = self.model(self._inputs(images))
+                logits = self.model(self.inputs(images))
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
         self.model.train(was_training)

@@ -10,23 +10,31 @@ happens; a resumed job runs the config its checkpoint recorded (see `resume_conf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from convexp.analysis import (
+    effective_receptive_field,
+    erf_stats,
+    inference_latency_ms,
+    save_erf_png,
+)
 from convexp.checkpoint import load_checkpoint, resolve_checkpoint
 from convexp.data import DATASETS, load_dataset
 from convexp.errors import ConfigError, ConvexpError
 from convexp.export import export_onnx
 from convexp.introspect import ModelReport, describe
-from convexp.job import SUMMARY, Job, JobContext, JobExit, Stop, check_writable
+from convexp.job import SUMMARY, Job, JobContext, JobExit, Stop, check_writable, sweep_name
 from convexp.loggers import LOGGERS, NullLogger, build_logger
 from convexp.models import MNIST_SHAPE, MODELS, build_model, is_builtin, variant_of
 from convexp.optim import OPTIMIZERS, SCHEDULERS
@@ -60,16 +68,14 @@ def hydra_context() -> JobContext:
         output_dir=Path(hc.runtime.output_dir),
         overrides=list(hc.overrides.task),
         multirun=multirun,
-        sweep_name=_sweep_name(hc.sweep.dir, hc.runtime.choices.get("experiment"))
+        sweep_name=sweep_name(hc.sweep.dir, hc.runtime.choices.get("experiment"))
         if multirun else None,
         launcher=OmegaConf.to_container(hc.launcher, resolve=False) if multirun else None,
         job_num=hc.job.get("num") if multirun else None,
+        # W&B tags: the experiment and search presets a job came from.
+        tags=[name for group in ("experiment", "hparams_search", "debug")
+              if (name := hc.runtime.choices.get(group))],
     )
-
-
-def _sweep_name(sweep_dir: str, experiment: str | None) -> str:
-    parts = Path(sweep_dir).parts[-2:]
-    return f"{experiment or 'sweep'}-{'_'.join(parts)}"
 
 
 def run_name(cfg) -> str:
@@ -84,6 +90,35 @@ def run(cfg: DictConfig, ctx: JobContext | None = None) -> float:
     job did not complete, so a sweep keeps going)."""
     ctx = ctx if ctx is not None else hydra_context()
     job = {"summary": _print_summary, "export": _export}.get(value(cfg.mode), _train)
+    with _job_log_prefix(ctx.job_num):
+        return _report_errors(job, cfg, ctx)
+
+
+@contextlib.contextmanager
+def _job_log_prefix(job_num: int | None):
+    """In a sweep, every log line of a job says which job it is: jobs running side by side
+    (joblib, submitit_local) write to one terminal."""
+    if job_num is None:
+        yield
+        return
+    prefix = f"[job {job_num}] "
+
+    def add_prefix(record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(prefix):
+            record.msg = prefix + str(record.msg)
+        return True
+
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(add_prefix)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(add_prefix)
+
+
+def _report_errors(job, cfg, ctx: JobContext) -> float:
     try:
         return job(cfg, ctx)
     except ConvexpError as e:
@@ -162,6 +197,13 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _plain(node):
+    """A config value as plain Python, for comparing a checkpoint's value with an override's."""
+    if isinstance(node, DictConfig):
+        return to_container(node)
+    return OmegaConf.to_container(node) if OmegaConf.is_list(node) else value(node)
+
+
 def _allowed_on_resume(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
 
@@ -182,9 +224,7 @@ def resume_config(cli_cfg, ctx: JobContext) -> tuple[DictConfig, dict, list[str]
             OmegaConf.update(resumed, key, new, merge=False, force_add=True)
             continue
         old = OmegaConf.select(resumed, key, default=None)
-        as_plain = (lambda v: to_container(v) if isinstance(v, DictConfig) else
-                    (OmegaConf.to_container(v) if OmegaConf.is_list(v) else value(v)))
-        if as_plain(new) == as_plain(old):
+        if _plain(new) == _plain(old):
             continue
         if key == EXTENDS_RUN and resumed.scheduler.name == "none":
             resumed.trainer.max_epochs = new
@@ -192,7 +232,7 @@ def resume_config(cli_cfg, ctx: JobContext) -> tuple[DictConfig, dict, list[str]
             continue
         why = (f" (scheduler={resumed.scheduler.name} spans the original "
                f"{resumed.trainer.max_epochs} epochs)" if key == EXTENDS_RUN else "")
-        problems.append(f"{override} (the checkpoint has {key}={as_plain(old)!r}){why}")
+        problems.append(f"{override} (the checkpoint has {key}={_plain(old)!r}){why}")
     if problems:
         raise ConfigError(
             f"resume={cli_cfg.resume} runs the config its checkpoint recorded; these overrides "
@@ -273,6 +313,8 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
     # resolved one, never `auto`).
     precision, why = resolve_precision(value(cfg.trainer.precision), device, model)
     cfg.trainer.precision = precision
+    if "tags" in cfg.logger:
+        cfg.logger.tags = list(dict.fromkeys([*cfg.logger.tags, *ctx.tags]))
     log.info("%s\n%s\nprecision: %s", run_name(cfg), report.format_table(), why)
     resolved = to_container(cfg)
     job.summary.update(
@@ -374,6 +416,7 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         values["test_loss"], values["test_acc"] = runner.evaluate(runner.data.test)
         log.info("test accuracy %s on %d images", values["test_acc"],
                  len(runner.data.test) if runner.data.test is not None else 0)
+        values.update(_analyse(job, runner))
     job.write_metrics(history)
     job.write_summary(**values)
     logged = {k: v for k, v in values.items() if k != "reason" or v is not None}
@@ -392,6 +435,36 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         raise JobExit(1, f"run {result.status}: {result.reason} (see {job.out_dir / SUMMARY})")
     objective = job.summary.get(value(cfg.objective))
     return float(objective) if isinstance(objective, (int, float)) else math.nan
+
+
+ERF_IMAGES = 256  # test images the effective receptive field is averaged over (~1 s on CPU)
+
+
+def _analyse(job: Job, runner: Runner) -> dict:
+    """What the trained model costs and sees: inference latency per image on this machine,
+    and its effective receptive field (Luo et al. 2016), saved as erf.npy and erf.png beside
+    the summary for `python -m convexp.compare`. A failure here is logged, never fatal."""
+    values = {}
+    try:
+        values["inference_ms_per_image"] = round(inference_latency_ms(
+            runner.model, runner.data.image_shape, runner.device), 5)
+        split = runner.data.test or runner.data.val or runner.data.train
+        images = runner.inputs(split.images[:ERF_IMAGES])
+        erf = effective_receptive_field(runner.model, images)
+        rf = job.summary.get("receptive_field")
+        np.save(job.out_dir / "erf.npy", erf)
+        title = f"{job.summary['variant']} " + " ".join(
+            f"{key[0]}{job.summary[key]}" for key in ("kernel_size", "dilation")
+            if key in job.summary)
+        save_erf_png(erf, job.out_dir / "erf.png", title.strip(), rf=rf)
+        stats = erf_stats(erf, rf)
+        values.update(erf_npy="erf.npy", erf_png="erf.png", erf_95=stats["erf_95"],
+                      erf_rf_holes=stats.get("rf_holes"))
+        job.logger.log_images({"erf": job.out_dir / "erf.png"})
+    except Exception as e:  # noqa: BLE001 - the run's own results are complete
+        log.warning("model analysis (latency, receptive field) failed: %s: %s",
+                    type(e).__name__, e)
+    return values
 
 
 def _overall_rate(history: list[dict]) -> float | None:
