@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -282,8 +283,12 @@ def _train(cfg, ctx: JobContext) -> float:
             return math.nan
         log.info("resuming %s (epoch %d, step %d) with the config its checkpoint recorded",
                  out_dir, ckpt["progress"]["epoch"], ckpt["progress"]["global_step"])
+    # A W&B Sweep agent chooses the run id (WANDB_RUN_ID) and W&B ignores the one passed.
+    sweep_run_id = (os.environ.get("WANDB_RUN_ID")
+                    if os.environ.get("WANDB_SWEEP_ID") and not ctx.multirun else None)
     job = Job(ctx, out_dir, {**_summary_fields(cfg), "overrides": overrides},
-              run_id=(ckpt or {}).get("wandb_run_id"), resuming=ckpt is not None)
+              run_id=(ckpt or {}).get("wandb_run_id") or sweep_run_id,
+              resuming=ckpt is not None)
     install_signal_handlers()
     runner = None
     try:
