@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,12 +177,14 @@ def _model_caption(m, image_shape) -> str:
             f"padding {value(m.padding)}, input {shape}")
 
 
-def describe_model(model_cfg, image_shape=MNIST_SHAPE, num_classes: int = 10
-                   ) -> tuple[ModelReport, dict]:
-    """The model's per-layer report and, for convexp's conv variants, its params and MACs
-    relative to the standard conv net with the same channels, kernel and dilation (a ratio
-    that means nothing for the textbook net or a user's model, so none is given there)."""
-    report = describe(build_model(model_cfg, image_shape, num_classes), image_shape)
+def describe_model(model_cfg, image_shape=MNIST_SHAPE, num_classes: int = 10,
+                   model: torch.nn.Module | None = None) -> tuple[ModelReport, dict]:
+    """The per-layer report of `model` (built from `model_cfg` if not given) and, for
+    convexp's conv variants, its params and MACs relative to the standard conv net with the
+    same channels, kernel and dilation (a ratio that means nothing for the textbook net or a
+    user's model, so none is given there)."""
+    model = model if model is not None else build_model(model_cfg, image_shape, num_classes)
+    report = describe(model, image_shape)
     ratios = {}
     if is_builtin(model_cfg) and model_cfg.get("kernel_size") is not None:
         standard = describe(build_model(OmegaConf.merge(model_cfg, {"name": "standard"}),
@@ -294,6 +297,7 @@ def _train(cfg, ctx: JobContext) -> float:
     try:
         validate_config(cfg, REGISTRIES)
         runner = _setup(cfg, ctx, job, ckpt, overrides)
+        job.summary["setup_s"] = round(time.time() - job.started, 3)
         if stop_requested():
             raise Stop(first_signal())
         return _finish(job, runner, runner.fit())
@@ -308,12 +312,15 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
     """Everything between a valid config and the first step: data, model, runner, logger."""
     device = select_device(value(cfg.trainer.device))
     set_threads(thread_budget(cfg.trainer.threads, ctx.launcher))
-    torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.data, cfg.seed)
-    report, ratios = describe_model(cfg.model, data.image_shape, data.num_classes)
     torch.compiler.reset()  # a fresh dynamo cache per job: no recompile-limit fallbacks
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.image_shape, data.num_classes)
+    # Describing builds the standard net too: training starts from the RNG state that
+    # building this model left, as if nothing else had been built.
+    rng = torch.get_rng_state()
+    report, ratios = describe_model(cfg.model, data.image_shape, data.num_classes, model)
+    torch.set_rng_state(rng)
     # A resumed run keeps the precision it started with (the checkpoint's config holds the
     # resolved one, never `auto`).
     precision, why = resolve_precision(value(cfg.trainer.precision), device, model)
@@ -418,10 +425,14 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         "test_loss": None, "test_acc": None, "compiled": runner.ran_compiled,
     }
     if result.status == "completed":
+        started = time.perf_counter()
         values["test_loss"], values["test_acc"] = runner.evaluate(runner.data.test)
+        values["test_s"] = round(time.perf_counter() - started, 3)
         log.info("test accuracy %s on %d images", values["test_acc"],
                  len(runner.data.test) if runner.data.test is not None else 0)
+        started = time.perf_counter()
         values.update(_analyse(job, runner))
+        values["analysis_s"] = round(time.perf_counter() - started, 3)
     job.write_metrics(history)
     job.write_summary(**values)
     logged = {k: v for k, v in values.items() if k != "reason" or v is not None}
