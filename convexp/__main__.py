@@ -30,7 +30,8 @@ def error_line(e: BaseException) -> str:
         object_type = getattr(cause, "object_type", None)
         if object_type is not None and "not in" in message:
             fields = ", ".join(getattr(object_type, "__dataclass_fields__", {}))
-            message += f" (its fields: {fields})"
+            if fields:  # a `_target_` model's fields come from its YAML, not a dataclass
+                message += f" (its fields: {fields})"
         return f"{key}: {message}" if key else message
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     if isinstance(e, MissingConfigException) and lines:

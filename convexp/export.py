@@ -60,7 +60,10 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 18) -
     with _quiet_exporter():
         program = torch.onnx.export(
             model, (example,), dynamo=True, opset_version=opset, input_names=["image"],
-            output_names=["logits"], dynamic_shapes={"x": {0: batch}}, external_data=False,
+            output_names=["logits"], external_data=False,
+            # By position, not by name: a user's model may call its input anything
+            # (nn.Sequential: `input`), and torch.export rejects a dict keyed by another name.
+            dynamic_shapes=({0: batch},),
             verbose=False,
         )
     program.save(str(out_path))

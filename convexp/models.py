@@ -12,13 +12,12 @@ dilation, so one sweep over kernel_size x dilation applies to every variant.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_method
 from torch import nn
 
 from convexp.errors import ConfigError, ModelBuildError
@@ -35,16 +34,44 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
+def import_builder(target: str) -> Callable[..., nn.Module]:
+    """The builder a model config's `_target_` names (`module.function`, or `module.Class`),
+    imported in the process that builds the model: the main one, a joblib worker, a submitit
+    job. Its module must be importable there: installed, or its directory on PYTHONPATH, which
+    every launcher's workers inherit. An error inside the module itself (a SyntaxError, ...)
+    keeps its traceback."""
+    where = f"model._target_={target!r}"
+    module_name, _, attr = str(target).rpartition(".")
+    if not module_name or not attr:
+        raise ConfigError(f"{where} is not a dotted path to a function, e.g. my_models.tiny_net")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        missing = getattr(e, "name", None)
+        if isinstance(e, ModuleNotFoundError) and missing and (
+                module_name == missing or module_name.startswith(missing + ".")):
+            raise ConfigError(
+                f"{where} cannot be imported: no module named {missing!r} on this process's "
+                "path. Put the directory that holds it on PYTHONPATH (e.g. "
+                "PYTHONPATH=examples), which every launcher's workers inherit, or install "
+                "it") from None
+        raise ConfigError(f"{where} cannot be imported: importing {module_name!r} failed: "
+                          f"{type(e).__name__}: {e}") from None
+    builder = getattr(module, attr, None)
+    if builder is None:
+        where_from = getattr(module, "__file__", None) or module_name
+        raise ConfigError(f"{where}: module {module_name!r} ({where_from}) has no {attr!r}")
+    if not callable(builder):
+        raise ConfigError(f"{where} is a {type(builder).__name__}, not a function")
+    return builder
+
+
 def build_model(cfg, image_shape: tuple[int, int, int] = MNIST_SHAPE, num_classes: int = 10):
     """Build the model of a model config: the builder its `_target_` names (a dotted path to a
     function with a registered builder's signature), else the one registered as `cfg.name`."""
     target = cfg.get("_target_") if hasattr(cfg, "get") else None
     if target is not None:
-        try:
-            builder = get_method(target)
-        except (InstantiationException, ImportError, ValueError) as e:
-            raise ConfigError(f"model._target_={target!r} cannot be imported: "
-                              f"{str(e).splitlines()[0]}") from None
+        builder = import_builder(target)
         model = builder(cfg, image_shape=tuple(image_shape), num_classes=num_classes)
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model._target_={target!r} returned {type(model).__name__}, "

@@ -81,10 +81,15 @@ def hydra_context() -> JobContext:
 
 
 def run_name(cfg) -> str:
+    """`depthwise_dilated k5 d2 s1`: the model's kernel size and dilation where it has them
+    (book_cnn has neither, a user's `_target_` model may have either)."""
     m = cfg.model
-    if m.get("kernel_size") is None:
-        return f"{m.name} s{cfg.seed}"
-    return f"{m.name} k{m.kernel_size} d{m.dilation} s{cfg.seed}"
+    parts = [m.name]
+    if m.get("kernel_size") is not None:
+        parts.append(f"k{m.kernel_size}")
+    if m.get("dilation") is not None:
+        parts.append(f"d{m.dilation}")
+    return " ".join([*parts, f"s{cfg.seed}"])
 
 
 def run(cfg: DictConfig, ctx: JobContext | None = None) -> float:
@@ -171,7 +176,7 @@ def _export(cfg, ctx: JobContext) -> float:
 
 def _model_caption(m, image_shape) -> str:
     shape = "x".join(map(str, image_shape))
-    if m.get("kernel_size") is None:
+    if not is_builtin(m) or m.get("kernel_size") is None:  # book_cnn, a `_target_` model
         return f"input {shape}"
     return (f"kernel {m.kernel_size}, dilation {m.dilation}, channels {list(m.channels)}, "
             f"padding {value(m.padding)}, input {shape}")
