@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from convexp._format import si, text_table
 from convexp.api import compose_config
 from convexp.atomic import atomic_write_json
 from convexp.data import load_dataset
@@ -425,20 +426,13 @@ def ratios_by_model(rows: list[dict]) -> dict:
     return ratios
 
 
-def si(count: float) -> str:
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if count >= scale:
-            return f"{count / scale:.3g}{suffix}"
-    return f"{count:.0f}"
-
-
 def format_table(rows: list[dict], memory_label: str) -> str:
     header = ("model", "params", "MACs/img", "loop", "samples/s min", "median", "max",
               "vs textbook", "warmup_s", f"peak {memory_label} MB")
     lines = []
     for row in rows:
         if row["n"] == 0:
-            numbers = ("failed",) + ("",) * 6
+            numbers = ("failed",) + ("",) * 5
         else:
             ratio = row.get("vs_textbook")
             numbers = (f"{row['samples_per_s_min']:,.0f}", f"{row['samples_per_s_median']:,.0f}",
@@ -446,14 +440,7 @@ def format_table(rows: list[dict], memory_label: str) -> str:
                        "" if ratio is None else f"{ratio:.2f}x",
                        f"{row['warmup_s_median']:.1f}", f"{row['peak_memory_mb_max']:,.0f}")
         lines.append((row["model"], si(row["params"]), si(row["macs"]), row["loop"], *numbers))
-    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
-
-    def fmt(cells) -> str:
-        return "  ".join(str(c).ljust(w) if i in (0, 3) else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-    rule = "-" * len(fmt(header))
-    return "\n".join([fmt(header), rule, *map(fmt, lines)])
+    return "\n".join(text_table(header, lines, right=set(range(len(header))) - {0, 3}))
 
 
 def format_tta(results: list[dict]) -> str:

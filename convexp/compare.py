@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from convexp._format import si, text_table
+
 SKIP_DIRS = {"wandb", ".hydra"}
 STATUS_ORDER = ("completed", "diverged", "failed", "interrupted")
 METRICS = ("test_acc", "best_val_acc", "final_val_acc", "train_samples_per_s")
@@ -548,21 +550,12 @@ def _cost_text(value: float | None, axis: CostAxis) -> str:
     if value is None:
         return "-"
     if axis.counted:
-        return _si(value) + (" MACs" if axis.name == "macs" else " params")
+        return si(value) + (" MACs" if axis.name == "macs" else " params")
     unit = " µs/sample" if axis.name == "train_time" else " ms/image"
     return f"{value:.3g}{unit}"
 
 
 # ----------------------------------------------------------------------------- rendering
-
-
-def _si(value: Any) -> str:
-    if value is None:
-        return "-"
-    for divisor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= divisor:
-            return f"{value / divisor:.3g}{suffix}"
-    return f"{value:g}"
 
 
 def _acc_cell(config: dict, metric: str) -> str:
@@ -615,9 +608,9 @@ def table(configs: list[dict]) -> tuple[list[str], list[list[str]]]:
             variant,
             kernel,
             dilation,
-            _si(c["params"]),
-            _si(c["macs"]),
-            _si(c["receptive_field"]),
+            si(c["params"]),
+            si(c["macs"]),
+            si(c["receptive_field"]),
         ]
         if show_ratios:
             row += [f"{c[f]:.3g}x" if c[f] is not None else "-" for f in RATIO_FIELDS]
@@ -684,7 +677,6 @@ def render_text(
     source: Path, summaries: list[dict], configs: list[dict], erf_rows: list[dict] | None = None
 ) -> str:
     headers, rows = table(configs)
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     lines = [
         f"{len(summaries)} jobs in {len(configs)} configurations from {source}",
         f"Accuracies in %, mean ± std over seeds; {STD_NOTE}; "
@@ -692,8 +684,7 @@ def render_text(
         f"significant when p < {ALPHA:g}.",
         "",
     ]
-    for row in [headers, ["-" * w for w in widths], *rows]:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    lines += text_table(headers, rows)
     lines += ["", "Test against the best (test accuracy):"]
     lines += [f"  {n}" for n in noise_notes(configs)]
     fronts = pareto_notes(configs)
@@ -702,10 +693,8 @@ def render_text(
         lines += [f"  {n}" for n in fronts]
     if erf_rows:
         headers, cells = erf_table(erf_rows)
-        widths = [max(len(r[i]) for r in [headers, *cells]) for i in range(len(headers))]
         lines += ["", "Effective receptive field:"]
-        for row in [headers, *cells]:
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        lines += text_table(headers, cells, rule=False, indent="  ")
         lines += [f"  {ERF_NOTE}"]
     failures = _failure_lines(summaries)
     lines += ["", f"Failures ({len(failures)}):", *(f"  {f}" for f in failures or ["none"])]
@@ -941,7 +930,7 @@ def _si_log_formatter() -> Any:
 
     class SILogFormatter(LogFormatter):
         def __call__(self, x: float, pos: int | None = None) -> str:
-            return _si(x) if super().__call__(x, pos) else ""
+            return si(x) if super().__call__(x, pos) else ""
 
     return SILogFormatter(labelOnlyBase=False)
 
