@@ -139,27 +139,39 @@ def _input_grad(grad, weight, channels, pads, dilation) -> torch.Tensor:
 
 
 def _weight_grad(grad, x, weight, pads, dilation) -> torch.Tensor:
-    """The weight gradient on the dilation x dilation sub-grids, folded into the batch.
+    """The weight gradient with the dilation's sub-grids folded out (space-to-batch).
 
-    With output position y = a + d*q (sub-grid a, 0 <= a < d), the conv reads the padded input
-    at y + d*i = a + d*(q + i): sub-grid a of the output gradient only meets sub-grid a of the
-    padded input, and there the dilated kernel is an undilated one. So the weight gradient is
-    that of an undilated conv over a batch of d*d*N sub-grid images. The conv's padding is
-    split into whole sub-grid rows (passed to the undilated conv as its padding: no copy) and a
-    remainder that shifts which input rows land on each sub-grid."""
+    With output row y = a + d*q (sub-grid a, 0 <= a < d), the conv reads the padded input at
+    rows y + d*i = a + d*(q + i): sub-grid a of the output gradient only meets sub-grid a of
+    the padded input, and there the dilated kernel is an undilated one; the same holds for
+    columns. So the weight gradient is that of an undilated conv once the sub-grids are apart:
+    the row sub-grids go into the batch and the column sub-grids into the channels (a grouped
+    conv with the kernel repeated per column sub-grid, whose gradients are summed). Folding
+    both into the batch (the textbook space-to-batch) copies runs of C floats; this layout
+    copies whole rows of channels-last memory, and was 2.2x faster for the weight gradient of
+    depthwise_dilated's second block (1.9 against 4.3 ms, one thread, on a busy machine).
+
+    The conv's padding is split into whole sub-grid rows (given to the undilated conv as its
+    padding: no copy) and a remainder that shifts the input's rows on the sub-grids."""
     k = weight.shape[-2:]
-    out_size = grad.shape[-2:]
+    channels, dw = x.shape[1], dilation[1]
     geometry = [
-        _sub_grid_geometry(x.shape[2 + i], out_size[i], k[i], dilation[i], *pads[i])
+        _sub_grid_geometry(x.shape[2 + i], grad.shape[2 + i], k[i], dilation[i], *pads[i])
         for i in range(2)
     ]
     (lg_h, lx_h, p_h, r_h), (lg_w, lx_w, p_w, r_w) = geometry
-    grad_sub = _sub_grids(grad, dilation, (0, 0), (lg_h, lg_w))
-    x_sub = _sub_grids(x, dilation, (r_h, r_w), (lx_h, lx_w))
-    return _conv_backward(
-        grad_sub, x_sub, weight, None, (1, 1), (p_h, p_w), (1, 1), False, (0, 0), x.shape[1],
-        (False, True, False),
+    grad_sub = _fold(grad, dilation, (0, 0), (lg_h, lg_w))
+    x_sub = _fold(x, dilation, (r_h, r_w), (lx_h, lx_w))
+    repeated = weight.repeat(dw, 1, 1, 1) if dw > 1 else weight
+    folded = _conv_backward(
+        grad_sub, x_sub, repeated, None, (1, 1), (p_h, p_w), (1, 1), False, (0, 0),
+        dw * channels, (False, True, False),
     )[1]
+    if dw == 1:
+        return folded
+    # Sum the column sub-grids' gradients in at least fp32 (they are bf16 under autocast).
+    acc = torch.promote_types(weight.dtype, torch.float32)
+    return folded.view(dw, *weight.shape).sum(0, dtype=acc).to(weight.dtype)
 
 
 def _sub_grid_geometry(size, out_size, k, d, pad_front, pad_back):
@@ -176,26 +188,27 @@ def _sub_grid_geometry(size, out_size, k, d, pad_front, pad_back):
     raise AssertionError("unreachable: p = 0 always fits")  # pragma: no cover
 
 
-def _sub_grids(t, dilation, shift, lengths) -> torch.Tensor:
-    """(N, C, H, W) -> (dh*dw*N, C, Lh, Lw) in channels-last memory, where sub-grid (a, b) of
-    image n is t[n, :, a + dh*i - shift_h, b + dw*j - shift_w] (zero outside t)."""
+def _fold(t, dilation, shift, lengths) -> torch.Tensor:
+    """(N, C, H, W) -> (dh*N, dw*C, Lh, Lw) in channels-last memory, where element
+    [a*N + n, b*C + c, i, j] is t[n, c, a + dh*i - shift_h, b + dw*j - shift_w] (zero outside
+    t): row sub-grid a in the batch, column sub-grid b in the channels."""
     (dh, dw), (sh, sw), (lh, lw) = dilation, shift, lengths
     n, c, h, w = t.shape
     t = t.permute(0, 2, 3, 1)  # NHWC: a view for channels-last tensors
     if (sh, sw) == (0, 0) and (h, w) == (dh * lh, dw * lw):
-        # The common case (e.g. 'same' padding, sizes divisible by d): one permuted copy.
-        out = t.reshape(n, lh, dh, lw, dw, c).permute(2, 4, 0, 1, 3, 5).reshape(-1, lh, lw, c)
-        return out.permute(0, 3, 1, 2)
-    out = t.new_zeros(dh, dw, n, lh, lw, c)
+        # The common case ('same' padding, sizes divisible by d): one copy of whole rows.
+        out = t.reshape(n, lh, dh, lw * dw * c).transpose(1, 2).transpose(0, 1)
+        return out.reshape(dh * n, lh, lw, dw * c).permute(0, 3, 1, 2)
+    # A padded row of the sub-grids (j, b, c) holds the source row's w*c floats at offset sw*c.
+    out = t.new_zeros(dh, n, lh, lw * dw * c)
+    cols = min(w, dw * lw - sw)
     for a in range(dh):
         rows = _phase(a, sh, dh, h, lh)
-        for b in range(dw):
-            cols = _phase(b, sw, dw, w, lw)
-            if rows and cols:
-                (i0, y0, ny), (j0, x0, nx) = rows, cols
-                out[a, b, :, i0:i0 + ny, j0:j0 + nx] = t[:, y0:y0 + dh * ny:dh,
-                                                         x0:x0 + dw * nx:dw]
-    return out.reshape(-1, lh, lw, c).permute(0, 3, 1, 2)
+        if rows and cols > 0:
+            i0, y0, ny = rows
+            out[a, :, i0:i0 + ny, sw * c:(sw + cols) * c] = (
+                t[:, y0:y0 + dh * ny:dh, :cols].reshape(n, ny, cols * c))
+    return out.view(dh * n, lh, lw, dw * c).permute(0, 3, 1, 2)
 
 
 def _phase(a, shift, d, size, length):

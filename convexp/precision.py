@@ -1,15 +1,45 @@
-"""Which precision a run trains in: `trainer.precision` fp32 | bf16 | auto.
+"""Which precision a run trains in: `trainer.precision` = fp32 | bf16 | auto.
 
-fp32 and bf16 are used as given. `auto` picks bf16 autocast only where it was measured faster
-than fp32 (benchmarks/README.md); the rule is work in progress.
+`fp32` and `bf16` (bf16 autocast) are used as given. `auto` picks bf16 where the hardware runs
+it natively and it was measured faster than fp32, and fp32 everywhere else
+(benchmarks/README.md, "bf16 autocast on CPU"):
+
+* CUDA: bf16 on compute capability 8.0 or newer (Ampere, Hopper, ...), where bf16 is native.
+  Older GPUs only emulate it.
+* CPU: bf16 only where oneDNN runs it on native bf16 instructions: AMX-BF16 (Intel Xeon 4th
+  generation and newer) or AVX512-BF16 (AMD Zen 4 and newer, Intel Cooper Lake). On a CPU
+  without them oneDNN emulates bf16 with fp32 arithmetic plus conversions; on a Zen 3 that
+  trained the standard net 5x slower. Even with native bf16, depthwise/grouped convolutions
+  (`groups > 1`) ran slower in bf16 (no bf16 fast path for them), so a CPU model that has one
+  keeps fp32. The rule reads the built module, not the model's name, so a user's own model
+  gets the same answer as the built-in files.
+* MPS and anything else: fp32.
 """
 
 from __future__ import annotations
 
+import os
+import platform
+
 import torch
 from torch import nn
 
+from convexp.errors import ConfigError
+
 SETTINGS = ("auto", "fp32", "bf16")
+
+
+# --- what the hardware does natively ---------------------------------------------------------
+
+
+def _onednn_runs_bf16() -> bool:
+    """oneDNN's own answer. On x86 it is true on any AVX-512 (BW/VL/DQ) CPU, including ones
+    that only emulate bf16, so it is necessary but not sufficient there."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
 
 
 def _cpu_capabilities() -> dict:
@@ -19,42 +49,85 @@ def _cpu_capabilities() -> dict:
         return {}
 
 
+def _onednn_isa_capped() -> bool:
+    """ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) below the bf16 ISAs makes oneDNN emulate."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "")
+    cap = cap.strip().upper()
+    return bool(cap) and cap != "ALL" and "BF16" not in cap and "AMX" not in cap
+
+
 def cpu_bf16_isa() -> str | None:
-    """The native bf16 instructions of this CPU that oneDNN uses, or None."""
+    """The native bf16 instructions oneDNN uses on this CPU: "AMX-BF16", "AVX512-BF16" or
+    "ARM-BF16"; None where bf16 would only be emulated (or the check itself fails)."""
+    if not _onednn_runs_bf16() or _onednn_isa_capped():
+        return None
     caps = _cpu_capabilities()
     if caps.get("amx_bf16") and caps.get("amx_tile"):
         return "AMX-BF16"
     if caps.get("avx512_bf16"):
         return "AVX512-BF16"
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        # On ARM, oneDNN's check is the BF16 extension itself (cpuinfo_has_arm_bf16).
+        return "ARM-BF16"
     return None
 
 
 def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively (emulated bf16 does not count)."""
     device = torch.device(device)
     if device.type == "cuda":
         try:
+            if not torch.cuda.is_available():
+                return False
             major, _ = torch.cuda.get_device_capability(device)
             return major >= 8 and bool(torch.cuda.is_bf16_supported(including_emulation=False))
         except Exception:
             return False
     if device.type == "cpu":
         return cpu_bf16_isa() is not None
-    return False
+    return False  # mps and the rest: not measured, fp32
 
 
-def has_grouped_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 for m in model.modules())
+# --- what the model does ---------------------------------------------------------------------
+
+
+def grouped_convs(model: nn.Module) -> list[str]:
+    """Names of the convolutions with groups > 1 (depthwise and grouped convs)."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1]
+
+
+# --- the rule --------------------------------------------------------------------------------
+
+
+def _value(setting) -> str:
+    return str(getattr(setting, "value", setting)).strip().lower()
 
 
 def resolve_precision(setting, device: torch.device, model: nn.Module) -> tuple[str, str]:
-    setting = str(getattr(setting, "value", setting))
-    if setting in ("fp32", "bf16"):
+    """The precision that will run ("bf16" | "fp32") and a one-line reason for the log."""
+    setting = _value(setting)
+    if setting not in SETTINGS:
+        raise ConfigError(
+            f"trainer.precision={setting!r}: expected one of {', '.join(SETTINGS)}")
+    if setting != "auto":
         return setting, f"{setting} (trainer.precision={setting})"
     device = torch.device(device)
-    if not native_bf16(device):
-        return "fp32", f"auto: fp32, no native bf16 on this {device.type}"
-    if device.type == "cpu" and has_grouped_conv(model):
-        return "fp32", "auto: fp32, depthwise/grouped convs run slower in bf16 on CPU (measured)"
-    if device.type == "cpu" and cpu_bf16_isa() != "AMX-BF16":
-        return "fp32", "auto: fp32, bf16 without AMX measured slower on CPU"
-    return "bf16", f"auto: bf16, native bf16 on this {device.type}"
+    if device.type == "cuda":
+        if native_bf16(device):
+            return "bf16", "auto: bf16, native bf16 on this GPU (compute capability >= 8.0)"
+        return "fp32", "auto: fp32, this GPU has no native bf16 (compute capability < 8.0)"
+    if device.type != "cpu":
+        return "fp32", f"auto: fp32, bf16 is not measured on {device.type}"
+    isa = cpu_bf16_isa()
+    if isa is None:
+        return "fp32", "auto: fp32, no native bf16 on this CPU (bf16 would be emulated, slower)"
+    if isa == "ARM-BF16":
+        return "fp32", ("auto: fp32, bf16 not measured on ARM CPUs "
+                        "(trainer.precision=bf16 to try it)")
+    grouped = grouped_convs(model)
+    if grouped:
+        more = f" and {len(grouped) - 1} more" if len(grouped) > 1 else ""
+        return "fp32", (f"auto: fp32, depthwise/grouped convs ({grouped[0]}{more}) run slower "
+                        f"in bf16 on CPU (measured)")
+    return "bf16", f"auto: bf16, native bf16 on this CPU ({isa})"

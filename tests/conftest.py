@@ -1,4 +1,5 @@
-"""Shared helpers: run convexp as a user would (a subprocess), or in-process for speed.
+"""Shared helpers: run convexp as a user would (a subprocess), or in-process for speed, and the
+checks that several test files make on what a run leaves behind.
 
 Every training here uses real MNIST (the bundled files), on small subsets so the suite stays
 within a few minutes on 2 CPU cores.
@@ -13,14 +14,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from convexp.api import compose_config
+from convexp.job import JobContext
+from convexp.runner import Runner
+from convexp.task import run
 
-# A short real-MNIST run: 2,000 training images, 500 validation, 1,000 test, one epoch.
-SMALL = [
-    "data.train_size=2000", "data.val_size=500", "data.test_size=1000",
-    "trainer.max_epochs=1", "trainer.progress=false",
-]
+# A short real-MNIST run (conf/debug/fast.yaml): 2,000 training images, 500 validation,
+# 1,000 test, one epoch, logger=none; no progress output. Tests add their own overrides on
+# top (a logger, a batch size, other sizes).
+FAST_RUN = ["debug=fast", "trainer.progress=false"]
+
+
+# --- the command line -----------------------------------------------------------------------
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
@@ -34,12 +41,21 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def cli_command(args: list[str], tmp_path: Path, *, multirun: bool = False,
+                run_dir: bool = True) -> list[str]:
+    """`python -m convexp [-m] ARGS` with its output dir under tmp_path: tmp_path/run, or
+    tmp_path/multirun for a sweep. run_dir=False leaves the run dir to convexp (a resumed
+    run or an export writes into the run dir it continues)."""
+    out = (["hydra.sweep.dir=" + str(tmp_path / "multirun")] if multirun else
+           ["hydra.run.dir=" + str(tmp_path / "run")] if run_dir else [])
+    return [sys.executable, "-m", "convexp", *(["-m"] if multirun else []), *args, *out]
+
+
 def run_cli(args: list[str], tmp_path: Path, *, timeout: float = 300, multirun: bool = False,
-            check_rc: int | None = None) -> subprocess.CompletedProcess:
-    """`python -m convexp [-m] ARGS` with outputs under tmp_path; stdout and stderr captured."""
-    out = ["hydra.sweep.dir=" + str(tmp_path / "multirun")] if multirun else [
-        "hydra.run.dir=" + str(tmp_path / "run")]
-    cmd = [sys.executable, "-m", "convexp", *(["-m"] if multirun else []), *args, *out]
+            run_dir: bool = True, check_rc: int | None = None) -> subprocess.CompletedProcess:
+    """`python -m convexp [-m] ARGS` (see cli_command), run in tmp_path; stdout and stderr
+    captured."""
+    cmd = cli_command(args, tmp_path, multirun=multirun, run_dir=run_dir)
     proc = subprocess.run(cmd, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True,
                           text=True, timeout=timeout)
     if check_rc is not None:
@@ -49,8 +65,60 @@ def run_cli(args: list[str], tmp_path: Path, *, timeout: float = 300, multirun: 
     return proc
 
 
+def start_cli(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    """`python -m convexp ARGS` in the background, as run_cli would run it, with stdout and
+    stderr together in tmp_path/output.txt."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    with open(tmp_path / "output.txt", "w") as log:  # the child keeps its own copy of the fd
+        return subprocess.Popen(cli_command(args, tmp_path), cwd=tmp_path,
+                                env=cli_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+
+
+# --- in-process jobs ------------------------------------------------------------------------
+
+
+def run_job_until_exit(overrides: list[str], out_dir: Path, capsys,
+                       forbid_training=None) -> tuple[int, str]:
+    """Compose and run one job as `python -m convexp FAST_RUN OVERRIDES` would, in this
+    process, expecting it to end the process: returns (exit code, stderr). With a monkeypatch
+    as forbid_training, training itself is forbidden: reaching Runner.fit fails the test,
+    which proves that the error came before any training."""
+    if forbid_training is not None:
+        def no_training(self):
+            raise AssertionError("training started: the bad input was not caught beforehand")
+
+        forbid_training.setattr(Runner, "fit", no_training)
+    cfg = compose_config([*FAST_RUN, *overrides])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run(cfg, JobContext(output_dir=out_dir, overrides=list(overrides)))
+    return exc.value.code, capsys.readouterr().err
+
+
+def run_job_for_objective(overrides: list[str], out_dir: Path) -> float:
+    """One job through the Python API's path (exit_on_failure=False): it returns the
+    objective, NaN for a run that diverged or failed, instead of ending the process."""
+    cfg = compose_config(overrides)
+    return run(cfg, JobContext(output_dir=out_dir, overrides=list(overrides),
+                               exit_on_failure=False))
+
+
+# --- what a run leaves behind ---------------------------------------------------------------
+
+
 def read_summary(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl: one dict per epoch."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def all_finite(state: dict) -> bool:
+    """Every floating-point tensor of a state dict is finite."""
+    return all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
 
 
 def wandb_inspect(run_dir: Path, summary: bool = True) -> dict | list:
@@ -65,6 +133,38 @@ def wandb_inspect(run_dir: Path, summary: bool = True) -> dict | list:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
-@pytest.fixture
-def small() -> list[str]:
-    return list(SMALL)
+# --- errors ---------------------------------------------------------------------------------
+
+
+def error_chain(exc: BaseException) -> str:
+    """An exception's message with its causes, as Hydra prints it on the command line."""
+    parts = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def assert_one_clear_error(code, err: str, *needles: str) -> str:
+    """Exit 2, exactly one "convexp: error: ..." line on stderr, no traceback, and the line
+    names every needle (the field or file, and what was expected). Returns the line."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"exit code {code}, expected 2; stderr:\n{err}"
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("convexp: error: "), (
+        f"expected one 'convexp: error:' line, got:\n{err}")
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in the message: {lines[0]}"
+    return lines[0]
+
+
+def assert_no_result(out_dir: Path) -> None:
+    """Nothing that looks like a finished run: at most a summary.json that does not say
+    completed, no checkpoint, no metrics."""
+    summary = out_dir / "summary.json"
+    if summary.exists():
+        status = json.loads(summary.read_text())["status"]
+        assert status != "completed", f"a failed job left summary status {status!r}"
+    if out_dir.exists():
+        assert not list(out_dir.rglob("*.pt")), "a failed job left a checkpoint"
+        assert not (out_dir / "metrics.jsonl").exists(), "a failed job left metrics.jsonl"

@@ -11,41 +11,33 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, cli_env, read_summary, run_cli, wandb_inspect
+from conftest import (
+    FAST_RUN,
+    all_finite,
+    cli_command,
+    cli_env,
+    read_metrics,
+    read_summary,
+    run_cli,
+    run_job_for_objective,
+    run_job_until_exit,
+    start_cli,
+    wandb_inspect,
+)
 
 import convexp.runner
-from convexp.api import compose_config
 from convexp.atomic import atomic_write, atomic_write_json, atomic_write_text
 from convexp.checkpoint import load_checkpoint, save_checkpoint
-from convexp.task import run
 
-# A two-epoch in-process run that takes a second or two: 3 steps of 64 images per epoch (with
-# 4 steps in all, the default onecycle schedule crashes: test_bad_input.test_four_step_onecycle).
-TINY = [
-    "data.train_size=192", "data.val_size=64", "data.test_size=64", "data.batch_size=64",
-    "trainer.max_epochs=2", "trainer.progress=false", "logger=none",
-]
-
-
-def run_inprocess(overrides: list[str], out_dir: Path):
-    """One job through the Python API path (a diverged run returns NaN instead of exiting)."""
-    cfg = compose_config(overrides)
-    return run(cfg, {"output_dir": out_dir, "overrides": list(overrides), "multirun": False,
-                     "api": True})
-
-
-def all_finite(state: dict) -> bool:
-    return all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+# A two-epoch in-process run that takes a second or two: 3 steps of 64 images per epoch.
+TINY_SIZES = ["data.train_size=192", "data.val_size=64", "data.test_size=64",
+              "data.batch_size=64", "trainer.max_epochs=2"]
+TINY = [*FAST_RUN, *TINY_SIZES]
 
 
 def stray_temp_files(folder: Path) -> list[Path]:
@@ -60,7 +52,7 @@ ABSURD_LR = ["optimizer=sgd", "optimizer.lr=1e6", "scheduler=none"]
 def test_absurd_lr_diverges_in_summary_and_wandb(tmp_path):
     """SGD at lr 1e6 makes the loss non-finite within the first epoch (verified: by step 7 of
     7). The job says so in summary.json and in W&B, and keeps no non-finite weights."""
-    proc = run_cli([*SMALL, *ABSURD_LR, "logger=wandb"], tmp_path)
+    proc = run_cli([*FAST_RUN, *ABSURD_LR, "logger=wandb"], tmp_path)
     run_dir = tmp_path / "run"
     summary = read_summary(run_dir)
     assert summary["status"] == "diverged", (summary, proc.stderr[-3000:])
@@ -79,16 +71,16 @@ def test_absurd_lr_diverges_in_summary_and_wandb(tmp_path):
 # runs towards min_lr=1e6, i.e. the lr explodes and the loss turns non-finite (verified) before
 # the epoch ends.
 DIVERGE_IN_EPOCH_2 = [
-    "data.train_size=512", "data.val_size=200", "data.test_size=200", "data.batch_size=64",
-    "trainer.max_epochs=2", "trainer.progress=false", "logger=none", "optimizer=sgd",
-    "optimizer.lr=0.05", "scheduler=cosine", "scheduler.warmup_steps=8", "scheduler.min_lr=1e6",
+    *FAST_RUN, "data.train_size=512", "data.val_size=200", "data.test_size=200",
+    "data.batch_size=64", "trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=0.05",
+    "scheduler=cosine", "scheduler.warmup_steps=8", "scheduler.min_lr=1e6",
 ]
 
 
 @pytest.fixture(scope="module")
 def diverged_in_epoch_2(tmp_path_factory):
     out = tmp_path_factory.mktemp("diverged") / "run"
-    objective = run_inprocess(DIVERGE_IN_EPOCH_2, out)
+    objective = run_job_for_objective(DIVERGE_IN_EPOCH_2, out)
     return objective, out
 
 
@@ -136,7 +128,7 @@ def test_nonfinite_weights_after_last_step_never_checkpointed(tmp_path, monkeypa
 
     monkeypatch.setattr(convexp.runner, "build_optimizer", poisoned_optimizer)
     run_dir = tmp_path / "run"
-    run_inprocess([*TINY, "optimizer=sgd", "scheduler=none"], run_dir)
+    run_job_for_objective([*TINY, "optimizer=sgd", "scheduler=none"], run_dir)
     assert read_summary(run_dir)["status"] == "diverged"
     ckpt = load_checkpoint(run_dir)
     assert ckpt["progress"]["epoch"] == 1
@@ -146,20 +138,8 @@ def test_nonfinite_weights_after_last_step_never_checkpointed(tmp_path, monkeypa
 # --- interruption and resume ----------------------------------------------------------------
 
 # Two epochs of 4,000 images (15 steps each): a few seconds per epoch on 2 cores.
-RESUMABLE = [
-    "data.train_size=4000", "data.val_size=500", "data.test_size=1000", "trainer.max_epochs=2",
-    "trainer.progress=false",
-]
+RESUMABLE = [*FAST_RUN, "data.train_size=4000", "trainer.max_epochs=2"]
 TIMING = ("epoch_time_s", "train_samples_per_s")
-
-
-def start_cli(args: list[str], tmp: Path) -> subprocess.Popen:
-    """`python -m convexp ARGS` in the background, as conftest.run_cli would run it."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "convexp", *args, f"hydra.run.dir={tmp / 'run'}"]
-    with open(tmp / "output.txt", "w") as log:  # the child keeps its own copy of the fd
-        return subprocess.Popen(cmd, cwd=tmp, env=cli_env(tmp), stdout=log,
-                                stderr=subprocess.STDOUT)
 
 
 def wait_for_epoch(proc: subprocess.Popen, metrics: Path, timeout: float = 300) -> None:
@@ -203,11 +183,14 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
         "the interrupted checkpoint should be mid-epoch")
     assert [m["epoch"] for m in read_metrics(int_dir)] == [1]
 
+    # A resumed run continues in its own run dir, with the config its checkpoint recorded.
     res_tmp.mkdir()
-    run_cli([f"resume={int_dir}"], res_tmp, check_rc=0)
-    res_dir, base_dir = res_tmp / "run", base_tmp / "run"
-    resumed, base = read_summary(res_dir), read_summary(base_dir)
-    assert resumed["status"] == "completed"
+    run_cli([f"resume={int_dir}"], res_tmp, run_dir=False, check_rc=0)
+    written = [p.name for p in res_tmp.iterdir() if not p.name.startswith("wandb-")]
+    assert written == [], "the resumed run wrote outside its own run dir"
+    base_dir = base_tmp / "run"
+    resumed, base = read_summary(int_dir), read_summary(base_dir)
+    assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] == 1
     for key in ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_train_loss",
                 "final_train_acc", "steps", "epochs_completed"):
         assert resumed[key] == base[key], f"{key}: resumed {resumed[key]} != {base[key]}"
@@ -215,23 +198,22 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     def untimed(run_dir):
         return [{k: v for k, v in m.items() if k not in TIMING} for m in read_metrics(run_dir)]
 
-    assert untimed(res_dir) == untimed(base_dir)
-    weights = load_checkpoint(res_dir)["model"]
+    assert untimed(int_dir) == untimed(base_dir)
+    weights = load_checkpoint(int_dir)["model"]
     base_weights = load_checkpoint(base_dir)["model"]
     assert weights.keys() == base_weights.keys()
     for name, tensor in base_weights.items():
         assert torch.equal(weights[name], tensor), f"{name} differs after resuming"
 
-    # The resumed job continues the same W&B run.
+    # The resumed job continues the same W&B run: a second offline run dir with its id.
     run_id = summary["wandb_run_id"]
     assert resumed["wandb_run_id"] == run_id
-    for run_dir in (int_dir, res_dir):
-        offline = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
-        assert offline, f"no offline W&B run named after {run_id} in {run_dir / 'wandb'}"
+    offline = list((int_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(p.name.endswith(f"-{run_id}") for p in offline), offline
 
 
 def test_sigterm_during_setup_leaves_interrupted_summary(tmp_path):
-    proc = start_cli([*SMALL, "logger=wandb"], tmp_path)
+    proc = start_cli([*FAST_RUN, "logger=wandb"], tmp_path)
     try:
         # Hydra writes .hydra/overrides.yaml just before it calls convexp's task function;
         # setup (data, model summary, W&B init) then takes seconds.
@@ -312,9 +294,10 @@ def test_save_checkpoint_crash_keeps_previous(tmp_path, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 
-def test_checkpoint_write_fails_mid_run(tmp_path, monkeypatch):
-    """The disk fills up while epoch 2's checkpoint is written: the job fails, says why, and
-    epoch 1's checkpoint and metrics stay intact."""
+def test_checkpoint_write_fails_mid_run(tmp_path, monkeypatch, capsys):
+    """The disk fills up while epoch 2's checkpoint is written: the job ends as failed
+    (exit 1), says why and where, keeps its progress figures, and epoch 1's checkpoint stays
+    intact."""
     real_save, calls = torch.save, []
 
     def save_then_fill_disk(obj, f, *args, **kwargs):
@@ -326,13 +309,22 @@ def test_checkpoint_write_fails_mid_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", save_then_fill_disk)
     run_dir = tmp_path / "run"
-    with pytest.raises(OSError, match="No space left"):
-        run_inprocess(TINY, run_dir)
+    code, err = run_job_until_exit(TINY_SIZES, run_dir, capsys)
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    assert code == 1 and "run failed" in err and "no space left on device" in err, err
     summary = read_summary(run_dir)
-    assert summary["status"] == "failed" and "No space left" in summary["reason"]
+    assert summary["status"] == "failed", summary
+    assert "no space left on device" in summary["reason"] and str(checkpoint) in summary["reason"]
+    # Epoch 2 trained and was validated before its checkpoint failed: the record says so,
+    # while the kept checkpoint is epoch 1's, whole.
+    metrics = read_metrics(run_dir)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert summary["epochs_completed"] == 2
+    assert summary["best_val_acc"] == max(m["val_acc"] for m in metrics)
+    assert summary["test_acc"] is None
     ckpt = load_checkpoint(run_dir)
     assert ckpt["progress"]["epoch"] == 1 and all_finite(ckpt["model"])
-    assert [m["epoch"] for m in read_metrics(run_dir)] == [1]
+    assert [m["epoch"] for m in ckpt["progress"]["history"]] == [1]
     assert not stray_temp_files(run_dir)
 
 
@@ -351,19 +343,20 @@ def test_atomic_write_keeps_normal_permissions(tmp_path):
 
 
 def test_wandb_unreachable_never_stops_a_run(tmp_path):
-    """logger.mode=online with no credentials and an unreachable server (measured: W&B gives
-    up within seconds): the run falls back to an offline W&B run, training completes and
-    every local file is written."""
+    """logger.mode=online with no credentials and an unreachable server (a quick probe finds
+    it so): the run falls back to an offline W&B run, says so and how to upload it, training
+    completes and every local file is written."""
     env = cli_env(tmp_path)
     env.pop("WANDB_MODE")
     env.update({"WANDB_BASE_URL": "http://127.0.0.1:9", "HOME": str(tmp_path)})
-    cmd = [sys.executable, "-m", "convexp", *SMALL, "trainer.max_steps=2", "logger=wandb",
-           "logger.mode=online", f"hydra.run.dir={tmp_path / 'run'}"]
+    cmd = cli_command([*FAST_RUN, "trainer.max_steps=2", "logger=wandb", "logger.mode=online"],
+                      tmp_path)
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
-    assert "W&B online init failed" in output and "logging offline instead" in output
+    assert "W&B online unavailable: http://127.0.0.1:9 is unreachable" in output, output[-3000:]
+    assert "log offline" in output and "wandb sync" in output, output[-3000:]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "no offline fallback run"
     summary = read_summary(tmp_path / "run")
     assert summary["status"] == "completed" and summary["test_acc"] is not None
@@ -394,7 +387,7 @@ class FakeRun:
     def define_metric(self, *args, **kwargs):
         pass
 
-    def log(self, data):
+    def log(self, data, commit=None):
         if self.fail == "log" and self.logged:  # the first epoch goes through, then not
             raise ConnectionError("simulated: network gone mid-run")
         self.logged.append(data)
@@ -423,7 +416,7 @@ def test_wandb_error_never_crashes_a_run(fail, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(wandb, "init", fake_init)
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # the logger sets it
     run_dir = tmp_path / "run"
-    objective = run_inprocess([*TINY, "logger=wandb", "logger.mode=online"], run_dir)
+    objective = run_job_for_objective([*TINY, "logger=wandb", "logger.mode=offline"], run_dir)
     assert math.isfinite(objective)
     summary = read_summary(run_dir)
     assert summary["status"] == "completed" and summary["test_acc"] is not None

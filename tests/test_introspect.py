@@ -176,3 +176,90 @@ def test_training_flags_and_state_are_preserved():
     model.eval()
     describe(model)
     assert not any(module.training for module in model.modules())
+
+
+class SubGridConv(nn.Conv2d):
+    """A dilated depthwise conv computed on the zero-padded d x d sub-grids of its input, in
+    the batch: the flop counter sees the undilated conv over the padded sub-grids, which has
+    more output positions than the dilated conv when H or W is not a multiple of d."""
+
+    def forward(self, x):
+        (d, _), (k, _), (p, _) = self.dilation, self.kernel_size, self.padding
+        n, c, h, w = x.shape
+        x = nn.functional.pad(x, (p, p + (-(w + 2 * p)) % d, p, p + (-(h + 2 * p)) % d))
+        hs, ws = x.shape[2] // d, x.shape[3] // d
+        sub = x.reshape(n, c, hs, d, ws, d).permute(3, 5, 0, 1, 2, 4).reshape(-1, c, hs, ws)
+        out = nn.functional.conv2d(sub, self.weight, self.bias, groups=self.groups)
+        ho, wo = h + 2 * p - d * (k - 1), w + 2 * p - d * (k - 1)
+        out = out.reshape(d, d, n, c, *out.shape[2:]).permute(2, 3, 4, 0, 5, 1)
+        return out.reshape(n, c, out.shape[2] * d, -1)[:, :, :ho, :wo]
+
+
+class DeclaredSubGridConv(SubGridConv):
+    report_type = "Conv2d"
+
+    def report_macs(self, inputs, output):
+        return output.numel() * (self.in_channels // self.groups) * self.kernel_size[0] ** 2
+
+
+def test_a_module_can_declare_its_macs_and_type():
+    """The counter counts what a module's ops do; a module that computes a layer by other
+    means declares the layer's MACs and type, and the report shows those, in its row and in
+    the total, while other layers keep their counted MACs."""
+    # 14 + 2*3 padding = 20 is not a multiple of 3: padded to 21, 3x3 sub-grids of 7x7 whose
+    # undilated 3x3 conv gives 5x5 outputs each: 15x15 positions for a 14x14 output.
+    channels, size, d = 4, 14, 3
+    kwargs = dict(padding=d, dilation=d, groups=channels, bias=False)
+    plain = nn.Conv2d(channels, channels, 3, **kwargs)
+    counted = SubGridConv(channels, channels, 3, **kwargs)
+    declared = DeclaredSubGridConv(channels, channels, 3, **kwargs)
+    for conv in (counted, declared):
+        conv.load_state_dict(plain.state_dict())
+        x = torch.randn(2, channels, size, size)
+        torch.testing.assert_close(conv(x), plain(x))
+
+    def net(conv):
+        return nn.Sequential(conv, nn.Conv2d(channels, 8, 1), nn.Flatten())
+
+    true_macs = channels * 9 * size * size  # C_out * k*k * H_out*W_out * C_in/groups
+    pointwise_macs = channels * 8 * size * size
+    reports = {name: describe(net(conv), (channels, size, size))
+               for name, conv in (("plain", plain), ("counted", counted),
+                                  ("declared", declared))}
+    assert reports["plain"].layers[0].macs == true_macs
+    # Without a declaration, the report counts the sub-grid conv's 15x15 positions.
+    assert reports["counted"].layers[0].macs == channels * 9 * 15 * 15 > true_macs
+    assert reports["counted"].layers[0].type == "SubGridConv"
+
+    report = reports["declared"]
+    depthwise, pointwise = report.layers[:2]
+    assert (depthwise.type, depthwise.detail) == ("Conv2d", "k3 d3 g4 s1")
+    assert depthwise.output_shape == (channels, size, size)
+    assert depthwise.macs == true_macs
+    assert pointwise.macs == pointwise_macs
+    assert report.macs == true_macs + pointwise_macs == reports["plain"].macs
+    assert report.macs == sum(layer.macs for layer in report.layers)
+    assert report.receptive_field == reports["plain"].receptive_field == 7
+    table = report.format_table()
+    assert "Conv2d" in table and "SubGridConv" not in table
+    assert f"{true_macs + pointwise_macs:,}" in table
+
+
+def test_declared_macs_of_a_container_replace_only_its_own_ops():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.scale = nn.Parameter(torch.ones(2 * 26 * 26, 2 * 26 * 26))
+
+        def forward(self, x):
+            return self.conv(x).flatten(1) @ self.scale  # own op: 1352 * 1352 MACs
+
+        def report_macs(self, inputs, output):
+            return 7
+
+    report = describe(nn.Sequential(Block()))
+    layers = {layer.name: layer for layer in report.layers}
+    assert layers["0"].macs == 7
+    assert layers["0.conv"].macs == 2 * 26 * 26 * 9
+    assert report.macs == 7 + 2 * 26 * 26 * 9 == sum(layer.macs for layer in report.layers)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import error_chain
+from hydra.errors import ConfigCompositionException
 from torch import nn
 
 from convexp.api import compose_config
@@ -98,11 +100,17 @@ def test_book_cnn_is_the_textbook_network():
     assert _forward(model).shape == (BATCH, 10)
 
 
-@pytest.mark.parametrize("override", ["model.kernel_size=3", "model.dilation=2"])
+@pytest.mark.parametrize("override", ["model.kernel_size=3", "model.dilation=2",
+                                      "model.channels=[8,16]"])
 def test_book_cnn_rejects_kernel_size_and_dilation(override):
-    cfg = _model_cfg("model=book_cnn", override)
-    with pytest.raises(ConfigError, match=override.split("=")[0]):
-        build_model(cfg)
+    """The textbook net's layers are fixed: its schema has no other field than its name, so
+    setting one fails at composition, naming the key and the schema."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigCompositionException) as excinfo:
+        _model_cfg("model=book_cnn", override)
+    message = error_chain(excinfo.value)
+    assert f"'{key}'" in message and f"Key '{key.split('.')[1]}' not in 'BookCNNConfig'" in (
+        message), message
 
 
 @pytest.mark.parametrize("name", ["depthwise_separable", "depthwise_dilated"])
@@ -210,8 +218,6 @@ def test_collapse_in_the_first_block_names_block_zero():
         build_model(cfg)
     message = str(excinfo.value)
     assert "features.0" in message and "28x28" in message and "29" in message
-
-
 
 
 @pytest.mark.parametrize("overrides,width", [

@@ -1,4 +1,4 @@
-"""Issue 5, model introspection and export, end to end: `mode=summary` on the command line,
+"""Model introspection and export, end to end: `mode=summary` on the command line,
 the introspection fields of a real run's summary.json, the receptive fields and the
 parameter savings of the real variants against hand computations, and `mode=export` to ONNX
 checked against PyTorch with onnxruntime on real MNIST digits.
@@ -16,21 +16,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL, read_summary, run_cli
+from conftest import FAST_RUN, read_summary, run_cli
 
 from convexp import api
 from convexp.data import BUNDLED_MNIST, IMAGES_MAGIC, Normalizer, read_idx
 from convexp.export import load_trained_model
 from convexp.introspect import describe
 from convexp.models import build_model
+from convexp.schema import Normalize
 
 # The two in-process training runs below: the textbook net and the depthwise-separable
 # variant at its defaults (channels [32, 64], kernel 3, dilation 1, same padding, batch norm,
-# max pool 2 after each block), on a small real-MNIST subset, without W&B.
-BOOK = ["model=book_cnn", "logger=none", *SMALL]
+# max pool 2 after each block), on a small real-MNIST subset (debug=fast), without W&B.
+BOOK = ["model=book_cnn", *FAST_RUN]
 # The hand computations below are for channels [32, 64]: pinned, whatever the defaults are.
 CHANNELS = "model.channels=[32,64]"
-SEPARABLE = ["model=depthwise_separable", CHANNELS, "logger=none", *SMALL]
+SEPARABLE = ["model=depthwise_separable", CHANNELS, *FAST_RUN]
 
 INTROSPECTION_KEYS = ("params", "macs", "receptive_field")
 RATIO_KEYS = ("param_ratio_vs_standard", "macs_ratio_vs_standard")
@@ -38,7 +39,7 @@ RATIO_KEYS = ("param_ratio_vs_standard", "macs_ratio_vs_standard")
 
 def build(overrides: list[str]) -> torch.nn.Module:
     """The model `python -m convexp <overrides>` builds, on 1x28x28 MNIST."""
-    return build_model(api.compose_config(overrides).model, in_channels=1, image_size=28)
+    return build_model(api.compose_config(overrides).model, image_shape=(1, 28, 28))
 
 
 def report_of(overrides: list[str]):
@@ -155,10 +156,10 @@ def test_summary_mode_prints_the_table_totals_rf_and_ratios(tmp_path):
     # k3 d3 spans 7: RF 7; pool: 7+1 = 8, jump 2; k3 d3: 8 + 6*2 = 20; pool: 20 + 1*2 = 22.
     assert report.receptive_field == 22
     assert "receptive field    RF 22x22" in out
-    assert f"param ratio vs standard: {report.params / standard.params:.3f}" in out
-    assert f"macs ratio vs standard: {report.macs / standard.macs:.3f}" in out
-    assert "param ratio vs standard: 0.700" in out  # 35,210 / 50,282
-    assert "macs ratio vs standard: 0.392" in out  # 1,517,824 / 3,869,824
+    assert f"param ratio vs. standard: {report.params / standard.params:.3f}" in out
+    assert f"macs ratio vs. standard: {report.macs / standard.macs:.3f}" in out
+    assert "param ratio vs. standard: 0.700" in out  # 35,210 / 50,282
+    assert "macs ratio vs. standard: 0.392" in out  # 1,517,824 / 3,869,824
 
     # A summary trains nothing: no checkpoint, no completed run record.
     assert not list(tmp_path.rglob("*.pt"))
@@ -177,8 +178,8 @@ def test_book_cnn_run_summary_records_its_introspection(book_run):
     # Conv 7 -> 5 -> 3, no pooling: RF 7 + 4 + 2 = 13.
     assert (summary["macs"], summary["params"], summary["receptive_field"]) == (
         2_964_528, 24_496, 13)
-    # Not a conv variant: no ratio against the standard net.
-    assert [summary[key] for key in RATIO_KEYS] == [None, None]
+    # Not a conv variant: no ratio against the standard net, and no conv fields it lacks.
+    assert not {*RATIO_KEYS, "kernel_size", "dilation"} & set(summary), summary
 
 
 def test_variant_run_summary_records_its_introspection(separable_run):
@@ -239,7 +240,8 @@ def test_separable_saving_vs_standard_matches_the_hand_formula(separable_run):
 def _mnist_batch(n: int) -> torch.Tensor:
     """The first n test digits, (n, 1, 28, 28) float, normalised as the runner does."""
     images = read_idx(BUNDLED_MNIST / "t10k-images-idx3-ubyte.gz", IMAGES_MAGIC)[:n]
-    return Normalizer(True, 0.1307, 0.3081)(torch.from_numpy(images.copy()).unsqueeze(1))
+    normalize = Normalizer(Normalize(mean=0.1307, std=0.3081))
+    return normalize(torch.from_numpy(images.copy()).unsqueeze(1))
 
 
 def _check_onnx_against_torch(onnx_path: Path, checkpoint: Path) -> None:
@@ -265,6 +267,8 @@ def _check_onnx_against_torch(onnx_path: Path, checkpoint: Path) -> None:
 
 
 def test_export_writes_onnx_that_matches_pytorch(separable_run, book_run, tmp_path):
+    """mode=export writes model.onnx beside the checkpoint, in the run dir it exports (the
+    run dir a run dir or checkpoint file names), and nowhere else."""
     jobs = {
         "separable": ["mode=export", f"checkpoint={separable_run}"],
         "book": ["mode=export", f"checkpoint={book_run / 'checkpoints' / 'last.pt'}"],
@@ -273,17 +277,21 @@ def test_export_writes_onnx_that_matches_pytorch(separable_run, book_run, tmp_pa
     for name in jobs:
         (tmp_path / name).mkdir()
     with ThreadPoolExecutor(len(jobs)) as pool:  # three CLI processes at once
-        futures = {name: pool.submit(run_cli, args, tmp_path / name) for name, args in
-                   jobs.items()}
+        # No hydra.run.dir: convexp picks the run dir (the exported run's, for an export).
+        futures = {name: pool.submit(run_cli, args, tmp_path / name, run_dir=False)
+                   for name, args in jobs.items()}
         procs = {name: future.result() for name, future in futures.items()}
 
-    for name, checkpoint in (("separable", separable_run), ("book", book_run)):
+    for name, run_dir in (("separable", separable_run), ("book", book_run)):
         proc = procs[name]
         assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{proc.stderr[-4000:]}"
-        onnx_path = tmp_path / name / "run" / "model.onnx"
+        onnx_path = run_dir / "model.onnx"
         assert onnx_path.is_file(), f"{name}: no model.onnx\n{proc.stdout}\n{proc.stderr}"
         assert f"wrote {onnx_path}" in proc.stdout
-        _check_onnx_against_torch(onnx_path, checkpoint)
+        assert list((tmp_path / name).iterdir()) == [], "the export created a new dir"
+        # The exported run's record is untouched: still the completed training run.
+        assert read_summary(run_dir)["status"] == "completed"
+        _check_onnx_against_torch(onnx_path, run_dir / "checkpoints" / "last.pt")
 
     missing = procs["missing"]
     assert missing.returncode == 2, missing.stderr[-4000:]

@@ -1,7 +1,7 @@
 """Training on real MNIST (the bundled IDX files), in-process through convexp.api.train.
 
-Every run is a small subset (conftest.SMALL: 2,000 train / 500 val / 1,000 test images, one
-epoch) with batch 64, so each takes a few seconds on 2 CPU cores. Runs are shared between tests
+Every run is a small subset (debug=fast: 2,000 train / 500 val / 1,000 test images, one epoch)
+with batch 64, so each takes a few seconds on 2 CPU cores. Runs are shared between tests
 through module-scoped fixtures.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL, read_summary
+from conftest import FAST_RUN, read_metrics, read_summary
 from omegaconf import OmegaConf
 
 from convexp.api import compose_config, train
@@ -36,7 +36,7 @@ from convexp.runner import Runner
 VARIANTS = ["standard", "depthwise_separable", "dilated", "depthwise_dilated", "book_cnn"]
 # 2,000 images in batches of 64: 31 steps. A batch of 256 gives only 7 steps, too few
 # to learn much in one epoch (measured 21-56% test accuracy).
-FAST = [*SMALL, "data.batch_size=64", "logger=none"]
+FAST = [*FAST_RUN, "data.batch_size=64"]
 
 # Test accuracy on the 1,000-image test subset after one FAST epoch with the default recipe
 # (AdamW lr 1e-2, one-cycle, 1 px random shifts), measured over seeds 0-5:
@@ -57,11 +57,6 @@ MIN_TEST_ACC = {
 TIMING_FIELDS = {"epoch_time_s", "train_samples_per_s"}
 SUMMARY_KEYS = {"status", "model", "params", "test_acc", "best_val_acc", "train_samples_per_s",
                 "epochs_completed", "seed", "device", "compiled", "wall_s"}
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -109,7 +104,7 @@ def test_short_training_beats_chance(variant_runs, name):
     assert summary["model"] == name
     assert summary["test_acc"] >= MIN_TEST_ACC[name], summary["test_acc"]
     assert summary["best_val_acc"] >= MIN_TEST_ACC[name] - 0.05, summary["best_val_acc"]
-    (epoch,) = _metrics(run_dir)
+    (epoch,) = read_metrics(run_dir)
     # Over seeds 0-5 and all variants: training accuracy over the whole epoch 0.49-0.67
     # (chance: 0.10) and validation loss 0.23-0.82 after it (a uniform guess scores
     # ln 10 = 2.30). The epoch's mean training loss is no guide here: at lr 1e-2 over 31
@@ -144,10 +139,23 @@ def test_checkpoint_reload_reproduces_test_acc(variant_runs, cached_test_split, 
     # The test subset, rebuilt independently from the checkpoint's data config.
     test = cached_test_split(OmegaConf.to_container(cfg.data), cfg.seed)
     assert len(test) == 1000
-    normalize = Normalizer(cfg.data.normalize, cfg.data.mean, cfg.data.std)
-    with torch.no_grad():
-        predictions = model(normalize(test.images)).argmax(1)
-    correct = int((predictions == test.labels).sum())
+    # Evaluated as the checkpoint's config says the run evaluated: its normalisation, memory
+    # layout, batch size and the precision that ran (trainer.precision=auto picks bf16 on a
+    # CPU with native bf16 for the dense nets; the checkpoint records the resolved one).
+    assert cfg.trainer.precision in ("fp32", "bf16") and cfg.trainer.precision == (
+        summary["precision"])
+    normalize = Normalizer(cfg.data.normalize)
+    layout = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16,
+                              enabled=cfg.trainer.precision == "bf16")
+    correct = 0
+    with torch.no_grad(), autocast:
+        for start in range(0, len(test), cfg.data.eval_batch_size):
+            images = test.images[start : start + cfg.data.eval_batch_size]
+            labels = test.labels[start : start + cfg.data.eval_batch_size]
+            logits = model(normalize(images).contiguous(memory_format=layout))
+            correct += int((logits.argmax(1) == labels).sum())
     assert correct / 1000 == summary["test_acc"]
 
 
@@ -156,7 +164,7 @@ def test_checkpoint_reload_reproduces_test_acc(variant_runs, cached_test_split, 
 
 def test_same_seed_gives_identical_results(repro_runs):
     a, b = repro_runs["a"], repro_runs["b"]
-    ma, mb = _metrics(a), _metrics(b)
+    ma, mb = read_metrics(a), read_metrics(b)
     assert len(ma) == len(mb) == 2
     for ea, eb in zip(ma, mb, strict=True):
         assert set(ea) == set(eb)
@@ -173,7 +181,7 @@ def test_same_seed_gives_identical_results(repro_runs):
 
 def test_different_seed_gives_different_results(repro_runs):
     a, other = repro_runs["a"], repro_runs["other"]
-    ma, mo = _metrics(a), _metrics(other)
+    ma, mo = read_metrics(a), read_metrics(other)
     assert [m["train_loss"] for m in ma] != [m["train_loss"] for m in mo]
     assert read_summary(other)["seed"] == 1
     wa, wo = _weights(a), _weights(other)
@@ -184,7 +192,7 @@ def test_different_seed_gives_different_results(repro_runs):
 
 
 def test_metrics_jsonl_has_one_whole_epoch_record_per_epoch(repro_runs):
-    metrics = _metrics(repro_runs["a"])
+    metrics = read_metrics(repro_runs["a"])
     assert [m["epoch"] for m in metrics] == [1, 2]
     steps_per_epoch = math.ceil(1001 / 64)  # drop_last=false keeps the partial batch
     assert [m["step"] for m in metrics] == [steps_per_epoch, 2 * steps_per_epoch]
@@ -207,7 +215,7 @@ def test_summary_json_has_the_required_fields(repro_runs):
     run_dir = repro_runs["a"]
     summary = read_summary(run_dir)
     assert SUMMARY_KEYS <= set(summary), SUMMARY_KEYS - set(summary)
-    metrics = _metrics(run_dir)
+    metrics = read_metrics(run_dir)
     assert summary["status"] == "completed"
     assert summary["model"] == "depthwise_separable"
     model = build_model(compose_config(REPRO).model)
@@ -217,7 +225,10 @@ def test_summary_json_has_the_required_fields(repro_runs):
     assert summary["epochs_completed"] == len(metrics) == 2
     assert summary["seed"] == 0
     assert summary["device"] == "cpu"
-    assert summary["compiled"] is False  # trainer.compile=auto does not compile on CPU
+    assert summary["compiled"] is False  # trainer.compile=null (auto) does not compile on CPU
+    # trainer.precision=auto resolved to the precision that ran: fp32 for a depthwise net on
+    # the CPU, whatever bf16 support the CPU has.
+    assert summary["precision"] == "fp32"
     assert summary["train_samples_per_s"] > 0
     assert summary["wall_s"] > 0
     assert (run_dir / "checkpoints" / "last.pt").is_file()
@@ -261,7 +272,7 @@ def test_npy_without_test_arrays_trains_and_reports_no_test_acc(mnist, tmp_path)
     root = _write_npy(tmp_path / "npy", Split(full_train.images[:3000],
                                               full_train.labels[:3000]), None)
     summary = train(["model=book_cnn", *FAST, "data=npy", f"data.root={root}",
-                     "data.train_size=640"], tmp_path / "run")
+                     "data.train_size=640", "data.test_size=null"], tmp_path / "run")
     assert summary["status"] == "completed"
     assert summary["test_acc"] is None
     assert summary["best_val_acc"] is not None and 0 <= summary["best_val_acc"] <= 1
@@ -342,7 +353,7 @@ def test_runner_trains_on_the_shifted_images_in_the_epochs_order(mnist, tmp_path
     order = epoch_order(len(data.train), cfg.seed, 3, torch.device("cpu"))
     shifts = epoch_shifts(len(data.train), 2, cfg.seed, 3, torch.device("cpu"))
     bs = cfg.data.batch_size
-    batches = list(runner.epoch_batches(3, start=2))
+    batches = list(runner.loader.epoch(3, start=2))
     assert len(batches) == len(data.train) // bs - 2  # drop_last, from batch 2 on
     images, labels = batches[0]
     idx = order[2 * bs : 3 * bs]

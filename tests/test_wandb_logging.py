@@ -8,17 +8,18 @@ import json
 import logging
 
 import pytest
-from conftest import SMALL, read_summary, run_cli, wandb_inspect
+from conftest import FAST_RUN, read_metrics, read_summary, run_cli, wandb_inspect
 
 from convexp.api import train
 from convexp.loggers import resolve_mode
 
-# A quick run of the default logger: 640 images in batches of 64, two epochs (10 steps each),
-# on a narrow depthwise dilated net with a non-default kernel and lr, so the logged config can
-# only have come from these overrides.
+# A quick run of the default logger (debug=fast turns W&B off: logger=wandb turns it back on):
+# 640 images in batches of 64, two epochs (10 steps each), on a narrow depthwise dilated net
+# with a non-default kernel and lr, so the logged config can only have come from these
+# overrides.
 ARGS = ["model=depthwise_dilated", "model.kernel_size=5", "model.channels=[8,16]",
-        "optimizer.lr=0.002", *SMALL, "data.train_size=640", "data.batch_size=64",
-        "trainer.max_epochs=2"]
+        "optimizer.lr=0.002", *FAST_RUN, "logger=wandb", "data.train_size=640",
+        "data.batch_size=64", "trainer.max_epochs=2"]
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +77,16 @@ def test_wandb_summary_matches_summary_json(wandb_run):
 def test_wandb_history_has_one_record_per_epoch(wandb_run):
     run_dir, _, _, records = wandb_run
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
-    assert [h["epoch"] for h in history] == [1, 2]
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    for logged, local in zip(history, metrics, strict=True):
+    # One row of metrics per epoch, as metrics.jsonl. The images logged after the last epoch
+    # (the effective receptive field) make a row of their own, with no metric in it.
+    per_epoch = [h for h in history if "train_loss" in h]
+    assert [h["epoch"] for h in per_epoch] == [1, 2]
+    others = [h for h in history if "train_loss" not in h]
+    assert [h["epoch"] for h in others] == [2]
+    assert {key.split(".")[0] for key in others[0] if not key.startswith("_")} == {
+        "epoch", "erf"}, others[0]
+    history = per_epoch
+    for logged, local in zip(history, read_metrics(run_dir), strict=True):
         for key in ("train_loss", "train_acc", "val_acc", "step"):
             assert logged[key] == local[key], key
 
@@ -86,9 +94,11 @@ def test_wandb_history_has_one_record_per_epoch(wandb_run):
 def test_wandb_has_the_final_model_artifact(wandb_run):
     run_dir, summary, _, records = wandb_run
     artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
-    assert len(artifacts) == 1
-    artifact = artifacts[0]
-    assert artifact["type"] == "model"
+    # The model, and the per-layer table (a W&B table is stored as a run_table artifact).
+    assert sorted(a["type"] for a in artifacts) == ["model", "run_table"]
+    (table,) = [a for a in artifacts if a["type"] == "run_table"]
+    assert [c["path"] for c in table["manifest"]["contents"]] == ["model/layers.table.json"]
+    (artifact,) = [a for a in artifacts if a["type"] == "model"]
     assert artifact["name"] == f"model-{summary['wandb_run_id']}"
     assert "final" in artifact["aliases"]
     (entry,) = artifact["manifest"]["contents"]
@@ -141,7 +151,7 @@ def test_auto_mode_honours_wandb_mode_env_with_credentials(no_credentials, monke
 
 # --- W&B failures never lose local results -----------------------------------------------------
 
-QUICK = ["model=book_cnn", "logger=wandb", "logger.mode=offline", *SMALL,
+QUICK = ["model=book_cnn", *FAST_RUN, "logger=wandb", "logger.mode=offline",
          "data.train_size=640", "data.batch_size=64"]
 
 
@@ -161,7 +171,7 @@ def _assert_local_results(run_dir, summary):
     assert summary["status"] == "completed"
     assert 0 <= summary["test_acc"] <= 1
     assert read_summary(run_dir) == summary
-    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len(read_metrics(run_dir)) == 1
     assert (run_dir / "checkpoints" / "last.pt").is_file()
 
 
@@ -217,7 +227,8 @@ def test_wandb_failure_during_training_keeps_local_results(isolated_wandb, monke
     with caplog.at_level(logging.WARNING, logger="convexp.loggers"):
         summary = train(QUICK, tmp_path / "run")
     _assert_local_results(tmp_path / "run", summary)
-    # The first failure is reported once and W&B logging stops there; the run is still
-    # finished once at the end, so a later wandb.init in this process does not reuse it.
-    assert broken.calls == ["summary", "finish"]
+    # The first failure (the first call after init: logging the per-layer table) is reported
+    # once and W&B logging stops there; the run is still finished once at the end, so a later
+    # wandb.init in this process does not reuse it.
+    assert broken.calls == ["log", "finish"]
     assert caplog.text.count("local results are unaffected") == 1
