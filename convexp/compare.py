@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from convexp._format import si, text_table
+from convexp.erf_maps import draw_erf, erf_stats
 
 SKIP_DIRS = {"wandb", ".hydra"}
 STATUS_ORDER = ("completed", "diverged", "failed", "interrupted")
@@ -1205,7 +1206,6 @@ def erf_rows(configs: list[dict], root: Path | None) -> list[dict]:
     PNG paths (``erf_png``) of jobs that saved only an image, with its statistics."""
     if root is None:
         return []
-    from convexp.analysis import erf_stats
 
     rows = []
     for c in configs:
@@ -1264,7 +1264,6 @@ def plot_erf_grid(rows: list[dict], out_dir: Path) -> Path | None:
         return None
     from matplotlib.image import imread
 
-    from convexp.analysis import draw_erf
 
     row_keys = list(dict.fromkeys((r["operator"], r["kernel"]) for r in rows))
     col_keys = sorted({r["dilation"] for r in rows}, key=lambda d: (d is None, d or 0))

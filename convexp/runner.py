@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from convexp.checkpoint import LAST, checkpoint_dir, rng_state, save_checkpoint, set_rng_state
 from convexp.data import Dataset, Normalizer, Split, TrainLoader
@@ -290,6 +291,7 @@ class Runner:
 
 
 def _compiled_graph_count() -> int:
+    # torch._dynamo loads on first use (about a second): a run that never compiles skips it.
     from torch._dynamo.utils import counters
 
     return counters["stats"]["unique_graphs"]
@@ -313,8 +315,6 @@ class ProgressReport:
         self.bar = None
         self.lines = enabled is None and not sys.stderr.isatty()
         if enabled or (enabled is None and sys.stderr.isatty()):
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                             leave=False)
         self.last_time, self.last_step = time.perf_counter(), initial

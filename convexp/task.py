@@ -25,14 +25,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from convexp.analysis import (
-    effective_receptive_field,
-    erf_stats,
-    inference_latency_ms,
-    save_erf_png,
-)
+from convexp.analysis import effective_receptive_field, inference_latency_ms
 from convexp.checkpoint import load_checkpoint, resolve_checkpoint
 from convexp.data import DATASETS, load_dataset
+from convexp.erf_maps import erf_stats, save_erf_png
 from convexp.errors import ConfigError, ConvexpError
 from convexp.export import export_onnx
 from convexp.introspect import ModelReport, describe

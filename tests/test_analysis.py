@@ -9,14 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from convexp.analysis import (
-    draw_erf,
-    effective_receptive_field,
-    erf_stats,
-    inference_latency_ms,
-    rf_window,
-    save_erf_png,
-)
+from convexp.analysis import effective_receptive_field, inference_latency_ms
+from convexp.erf_maps import draw_erf, erf_stats, rf_window, save_erf_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
