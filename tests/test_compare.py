@@ -17,7 +17,6 @@ import pytest
 import convexp.compare
 from convexp.compare import COST_AXES, aggregate, load_summaries, main, noise_notes, render_text
 
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # (model, kernel_size, dilation, [test_acc per seed]); accuracies are fractions.
