@@ -287,6 +287,8 @@ def _train(cfg, ctx: JobContext) -> float:
             return math.nan
         log.info("resuming %s (epoch %d, step %d) with the config its checkpoint recorded",
                  out_dir, ckpt["progress"]["epoch"], ckpt["progress"]["global_step"])
+    if "tags" in cfg.logger:  # also on the W&B run of a job that fails before training
+        cfg.logger.tags = list(dict.fromkeys([*cfg.logger.tags, *ctx.tags]))
     # A W&B Sweep agent chooses the run id (WANDB_RUN_ID) and W&B ignores the one passed.
     sweep_run_id = (os.environ.get("WANDB_RUN_ID")
                     if os.environ.get("WANDB_SWEEP_ID") and not ctx.multirun else None)
@@ -326,8 +328,6 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
     # resolved one, never `auto`).
     precision, why = resolve_precision(value(cfg.trainer.precision), device, model)
     cfg.trainer.precision = precision
-    if "tags" in cfg.logger:
-        cfg.logger.tags = list(dict.fromkeys([*cfg.logger.tags, *ctx.tags]))
     log.info("%s\n%s\nprecision: %s", run_name(cfg), report.format_table(), why)
     resolved = to_container(cfg)
     job.summary.update(

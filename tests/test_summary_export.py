@@ -267,8 +267,8 @@ def _check_onnx_against_torch(onnx_path: Path, checkpoint: Path) -> None:
 
 
 def test_export_writes_onnx_that_matches_pytorch(separable_run, book_run, tmp_path):
-    """mode=export writes model.onnx beside the checkpoint, in the run dir it exports (the
-    run dir a run dir or checkpoint file names), and nowhere else."""
+    """mode=export writes model.onnx beside the checkpoint, in the run dir it came from
+    (whether checkpoint= names the run dir or the checkpoint file), and creates no new dir."""
     jobs = {
         "separable": ["mode=export", f"checkpoint={separable_run}"],
         "book": ["mode=export", f"checkpoint={book_run / 'checkpoints' / 'last.pt'}"],

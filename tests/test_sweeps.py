@@ -281,6 +281,8 @@ def test_wandb_one_offline_run_per_job_in_one_group(basic_sweep, basic_wandb):
             for key in ("variant", "kernel_size", "dilation", "seed", "params", "macs"):
                 assert config[key] == summary[key], key
             assert info["state"] == "finished" and info["exit_code"] == 0, info
+            # tagged with the presets the job came from: debug=fast
+            assert info["tags"] == ["fast"], info["tags"]
             for key in ("status", "test_acc", "best_val_acc", "params", "macs"):
                 assert info["summary"][key] == summary[key], key
         else:
