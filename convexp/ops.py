@@ -1,34 +1,40 @@
 """A faster backward pass for dilated depthwise convolutions on the CPU.
 
-oneDNN (PyTorch's CPU conv backend) runs the *forward* of a dilated depthwise conv at about the
-speed of an undilated one, but its *backward* kernels for dilated depthwise convs are slow.
-Measured per kernel (batch 128, channels-last, `depthwise_dilated`'s second block: 32 channels
-at 14x14, k3, one thread; see benchmarks/README.md for the full figures):
+oneDNN (PyTorch's CPU conv backend) runs the *forward* of a dilated depthwise conv about as fast
+as an undilated one, but its *backward* kernels for dilated depthwise convs are slow. Measured
+per kernel on `depthwise_dilated`'s second block (32 channels at 14x14, k3, batch 128,
+channels-last, one thread; AMD EPYC Zen 4, torch 2.14.1, 2026-11-26, on a busy machine):
 
-    forward 0.39 ms undilated, 0.66 ms with dilation 2
-    input gradient 1.0 ms undilated, 6.6 ms with dilation 2
-    weight gradient 0.39 ms undilated, 5.3 ms with dilation 2
+    forward          0.66 ms with dilation 2, 1.09 ms undilated
+    input gradient   12.4 ms with dilation 2, 1.22 ms undilated
+    weight gradient  10.0 ms with dilation 2, 1.05 ms undilated
 
-`DilatedDepthwiseConv2d` therefore keeps the native forward (bit-identical to `nn.Conv2d`) and
-replaces the two slow backward kernels by fast ones that compute the same sums:
+`DilatedDepthwiseConv2d` keeps the native forward (bit-identical to `nn.Conv2d`) and computes
+the two gradients with fast kernels instead:
 
 * the input gradient of a stride-1 conv is a conv of the output gradient with the flipped
-  kernel, with the same dilation: a dilated depthwise *forward*, which is fast;
-* the weight gradient is computed by space-to-batch: the d x d interleaved sub-grids of the
-  input and of the output gradient are moved into the batch dimension (one copy each), where
-  the dilated conv becomes an undilated one, whose weight-gradient kernel is fast.
+  kernel, same dilation: a dilated depthwise *forward*, which is fast (1.15 ms above);
+* the weight gradient by space-to-batch: the dilation's interleaved sub-grids of the input and
+  of the output gradient are moved apart (one copy each), where the dilated conv is an
+  undilated one, whose weight-gradient kernel is fast (1.9 ms, copies included, against 8.1
+  ms native and 0.86 ms undilated in one run).
 
-A depthwise conv on a one-channel input (groups = in_channels = 1, as in convexp's first block
-with its depth multiplier) is a dense conv to oneDNN: its forward and input gradient are not
-slowed by dilation, but its weight gradient is slow with or without dilation. There, the width
-sub-grids are folded into channels instead (a view of the channels-last memory, no copy), which
-makes it a grouped conv with d groups, whose weight-gradient kernel is about 3x faster.
+A full space-to-batch (the forward too, on the sub-grids) was not used: the native dilated
+forward is already fast here, and computing it on sub-grids would add two copies per step.
+
+The layer alone, forward + backward (medians of 15 alternating rounds, 2 threads, load ~2):
+3.57 -> 1.16 ms with dilation 2 and 3.62 -> 3.06 ms with dilation 3 (14 is not a multiple of 3:
+zero-padded sub-grids; 1.7x in another run), against 0.70 ms undilated; with one thread 7.29 ->
+2.39 and 7.48 -> 3.17 ms, against 1.39 ms. A whole training step of `depthwise_dilated` under
+convexp's runner got 4-10% faster (benchmarks/README.md), less than the layer's gain suggests:
+on this machine most of that model's gap to `depthwise_separable` is not in this layer.
 
 The module is a subclass of `nn.Conv2d`: same attributes, parameters and state-dict keys, so
-checkpoints load both ways and `convexp.introspect` reports it as the dilated depthwise conv it
-computes. The fast backward is used on the CPU only: no GPU was available to measure it, and
-cuDNN has dilated depthwise kernels of its own; on every other device, in ONNX/torch.export
-tracing, and when no gradient is needed, the module is exactly `nn.Conv2d`.
+checkpoints load both ways, and `convexp.introspect` reports it as the Conv2d it computes. The
+fast backward is used on the CPU only: no GPU was available to measure it (cuDNN has its own
+dilated depthwise kernels, and nothing here shows they need help). On other devices, in
+torch.export/ONNX/TorchScript tracing, without gradients, and for configurations where oneDNN's
+dilated backward is not slow (see `fast_path_applies`), the module is exactly `nn.Conv2d`.
 """
 
 from __future__ import annotations
@@ -45,8 +51,8 @@ _conv_backward = torch.ops.aten.convolution_backward
 class DilatedDepthwiseConv2d(nn.Conv2d):
     """`nn.Conv2d` for depthwise convs (groups == in_channels, out_channels a multiple of it),
     with a faster backward pass on the CPU when the conv is dilated (see the module docstring).
-    Any other configuration (stride > 1, non-zero padding modes, no dilation, other devices)
-    runs `nn.Conv2d.forward` unchanged."""
+    Any other configuration (stride > 1, non-zero padding modes, no dilation, a depth
+    multiplier, other devices) runs `nn.Conv2d.forward` unchanged."""
 
     # convexp.introspect reports the layer this module computes, whatever its implementation:
     # a Conv2d (its kernel, dilation and groups are in the report's detail column) with the
@@ -63,9 +69,11 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
             x.device.type == "cpu"
             and x.dim() == 4
             # One input and one output channel per group: oneDNN's depthwise kernels, whose
-            # dilated backward is slow. With a depth multiplier (or one input channel, a dense
-            # conv to oneDNN) the native backward is not slowed by dilation and the functions
-            # here were slower (0.6-0.8x the layer's speed, measured).
+            # dilated backward is slow. With a depth multiplier, oneDNN runs a grouped (or, on
+            # one input channel, a dense) conv whose backward is not slowed by dilation:
+            # convexp's first block (1 -> 32 channels, 28x28) took 3.8 ms forward + backward
+            # with dilation 2 and without. The functions here made such layers slower (0.6x
+            # for 1 -> 32, 0.8x for 3 -> 6 and 16 -> 32 channels), so they keep nn.Conv2d's.
             and self.groups == self.in_channels == self.out_channels > 1
             and self.dilation != (1, 1)
             and self.stride == (1, 1)
@@ -196,10 +204,14 @@ def _fold(t, dilation, shift, lengths) -> torch.Tensor:
     n, c, h, w = t.shape
     t = t.permute(0, 2, 3, 1)  # NHWC: a view for channels-last tensors
     if (sh, sw) == (0, 0) and (h, w) == (dh * lh, dw * lw):
-        # The common case ('same' padding, sizes divisible by d): one copy of whole rows.
-        out = t.reshape(n, lh, dh, lw * dw * c).transpose(1, 2).transpose(0, 1)
+        # The common case ('same' padding, sizes divisible by d): NHWC rows (i, a) -> (a, i),
+        # whole rows of Lw*dw*C floats moved by one copy.
+        out = t.reshape(n, lh, dh, lw * dw * c).permute(2, 0, 1, 3)
         return out.reshape(dh * n, lh, lw, dw * c).permute(0, 3, 1, 2)
-    # A padded row of the sub-grids (j, b, c) holds the source row's w*c floats at offset sw*c.
+    # Otherwise a zeroed buffer, and each row sub-grid's rows copied in at their column offset
+    # (a padded row of the sub-grids, (j, b, c), holds the source row's w*c floats at sw*c).
+    # With dilation 3 on 14x14 this took 0.83 ms for the weight gradient against 1.13 ms for
+    # zero-padding the input first (F.pad) and then one copy as above.
     out = t.new_zeros(dh, n, lh, lw * dw * c)
     cols = min(w, dw * lw - sw)
     for a in range(dh):
