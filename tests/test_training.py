@@ -31,6 +31,7 @@ from convexp.data import (
     split_train_val,
 )
 from convexp.models import build_model
+from convexp.precision import resolve_precision
 from convexp.runner import Runner
 
 VARIANTS = ["standard", "depthwise_separable", "dilated", "depthwise_dilated", "book_cnn"]
@@ -226,9 +227,11 @@ def test_summary_json_has_the_required_fields(repro_runs):
     assert summary["seed"] == 0
     assert summary["device"] == "cpu"
     assert summary["compiled"] is False  # trainer.compile=null (auto) does not compile on CPU
-    # trainer.precision=auto resolved to the precision that ran: fp32 for a depthwise net on
-    # the CPU, whatever bf16 support the CPU has.
-    assert summary["precision"] == "fp32"
+    # trainer.precision=auto is recorded as the precision that ran: the one this CPU's bf16
+    # support gives this model (bf16 with AVX512-BF16 or AMX, fp32 without), never "auto".
+    expected, _ = resolve_precision("auto", torch.device("cpu"), model)
+    assert summary["precision"] == expected
+    assert load_checkpoint(run_dir)["config"]["trainer"]["precision"] == expected
     assert summary["train_samples_per_s"] > 0
     assert summary["wall_s"] > 0
     assert (run_dir / "checkpoints" / "last.pt").is_file()
