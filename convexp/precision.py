@@ -1,22 +1,23 @@
 """Which precision a run trains in: `trainer.precision` = fp32 | bf16 | auto.
 
 `fp32` and `bf16` (bf16 autocast) are used as given. `auto` picks bf16 where the hardware runs
-it natively and it was measured faster than fp32, and fp32 everywhere else
-(benchmarks/README.md, "bf16 autocast on CPU"):
+it natively and it was measured faster than fp32, and fp32 everywhere else (measurements:
+benchmarks/README.md, the Zen 4 results):
 
 * CUDA: bf16 on compute capability 8.0 or newer (Ampere, Hopper, ...), where bf16 is native.
   Older GPUs only emulate it.
 * CPU: bf16 only where oneDNN runs it on native bf16 instructions: AMX-BF16 (Intel Xeon 4th
   generation and newer) or AVX512-BF16 (AMD Zen 4 and newer, Intel Cooper Lake). Without them
   oneDNN emulates bf16 with fp32 arithmetic plus conversions (a Zen 3 trained the standard net
-  5x slower). Even then, a model with a depthwise/grouped convolution (`groups > 1`) whose
-  effective kernel is larger than 3x3 (dilated, or a larger kernel) keeps fp32: such layers
-  run 1.3-2.3x slower in bf16, and on a Zen 4 they brought bf16 down to 0.92-1.13x of fp32
-  (`depthwise_dilated`: 1.11x at its defaults, 0.97-1.01x with a third stage; a Sapphire
-  Rapids measured it 0.89x). 3x3 undilated depthwise convs cost little, and
-  `depthwise_separable` trained 1.5x faster in bf16, so they do not veto it. The rule reads
-  the built module, not the model's name, so a user's own model gets the same answer as the
-  model files. ARM CPUs with BF16 are native but not measured: fp32 there until they are.
+  5x slower). On a Zen 4 (2 threads) bf16 trained every model file 1.37-1.55x faster, but a
+  model keeps fp32 if it has a depthwise/grouped convolution (`groups > 1`) that oneDNN runs
+  slower in bf16: one with a kernel above 3x3 (5x5 depthwise nets: 0.93x-1.06x), or a dilated
+  one other than convexp's `DilatedDepthwiseConv2d` on its fast backward (convexp/ops.py):
+  plain `nn.Conv2d` dilated depthwise nets ran 0.92-1.13x, and `depthwise_dilated` 0.89x on a
+  Sapphire Rapids, before that backward existed. 3x3 depthwise convs, undilated or on the
+  fast backward, do not veto bf16 (`depthwise_separable` 1.54x, `depthwise_dilated` 1.44x).
+  The rule reads the built module, not the model's name, so a user's own model gets the same
+  answer as the model files. ARM CPUs with BF16 are native but not measured: fp32 there.
 * MPS and anything else: fp32.
 """
 
@@ -95,18 +96,36 @@ def native_bf16(device: torch.device) -> bool:
 # --- what the model does ---------------------------------------------------------------------
 
 
-def _effective_kernel(conv: nn.modules.conv._ConvNd) -> int:
-    return max(d * (k - 1) + 1 for k, d in zip(conv.kernel_size, conv.dilation, strict=True))
+def _fast_dilated_depthwise(conv: nn.Module) -> bool:
+    """Whether `conv` is convexp's DilatedDepthwiseConv2d and takes its fast CPU backward in
+    training (convexp/ops.py), which is fast in bf16 too. Asked of the module itself, on a
+    one-pixel CPU input that needs a gradient; any failure counts as no."""
+    try:
+        from convexp.ops import DilatedDepthwiseConv2d
+
+        if not isinstance(conv, DilatedDepthwiseConv2d):
+            return False
+        with torch.enable_grad():
+            probe = torch.empty(1, conv.in_channels, 1, 1, requires_grad=True)
+            return bool(conv.fast_path_applies(probe))
+    except Exception:
+        return False
 
 
 def slow_bf16_convs_on_cpu(model: nn.Module) -> list[str]:
     """The layers that make bf16 slower than fp32 on a CPU: depthwise/grouped convolutions
-    (groups > 1) whose effective kernel is larger than 3 (a kernel above 3, or any dilation).
-    oneDNN's bf16 kernels for them are slower than its fp32 ones; 3x3 undilated ones cost a
-    little and the rest of the net gains more."""
-    return [name or type(m).__name__ for name, m in model.named_modules()
-            if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1
-            and _effective_kernel(m) > 3]
+    (groups > 1) with a kernel larger than 3, or dilated, except dilated depthwise convs that
+    take convexp's fast backward (convexp/ops.py). oneDNN's bf16 kernels for these are slower
+    than its fp32 ones; for 3x3 undilated ones the rest of the net gains more."""
+    slow = []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.modules.conv._ConvNd) or m.groups == 1:
+            continue
+        large = max(m.kernel_size) > 3
+        dilated = any(d > 1 for d in m.dilation)
+        if large or (dilated and not _fast_dilated_depthwise(m)):
+            slow.append(name or type(m).__name__)
+    return slow
 
 
 # --- the rule --------------------------------------------------------------------------------
@@ -141,6 +160,6 @@ def resolve_precision(setting, device: torch.device, model: nn.Module) -> tuple[
     slow = slow_bf16_convs_on_cpu(model)
     if slow:
         more = f" and {len(slow) - 1} more" if len(slow) > 1 else ""
-        return "fp32", (f"auto: fp32, depthwise/grouped convs larger than 3x3 ({slow[0]}{more}) "
-                        f"run slower in bf16 on CPU (measured)")
+        return "fp32", (f"auto: fp32, depthwise/grouped convs with a kernel above 3x3 or a "
+                        f"dilation ({slow[0]}{more}) run slower in bf16 on CPU (measured)")
     return "bf16", f"auto: bf16, native bf16 on this CPU ({isa})"

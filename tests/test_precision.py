@@ -14,6 +14,7 @@ from torch import nn
 from convexp import precision as P
 from convexp.data import BUNDLED_MNIST, IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from convexp.errors import ConfigError
+from convexp.ops import DilatedDepthwiseConv2d
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
@@ -38,6 +39,13 @@ def depthwise_net(kernel_size: int = 3, dilation=1, groups: int = 8) -> nn.Modul
     )
 
 
+def convexp_dilated_depthwise_net() -> nn.Module:
+    """The same net with convexp's dilated depthwise conv (fast backward, convexp/ops.py)."""
+    net = depthwise_net(dilation=2)
+    net[2][0] = DilatedDepthwiseConv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+    return net
+
+
 def mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
 
@@ -46,11 +54,13 @@ MODELS = {
     "dense": dense_net,
     "depthwise": depthwise_net,
     "depthwise_dilated": lambda: depthwise_net(dilation=2),
+    "depthwise_dilated_fast": convexp_dilated_depthwise_net,
     "depthwise_5x5": lambda: depthwise_net(kernel_size=5),
     "grouped_dilated": lambda: depthwise_net(dilation=(1, 2), groups=2),
     "mlp": mlp,
 }
-# groups > 1 with an effective kernel above 3: measured slower in bf16 on CPU
+# groups > 1 with a kernel above 3, or dilated without convexp's fast dilated depthwise
+# backward: measured slower in bf16 on CPU
 SLOW_ON_CPU = {"depthwise_dilated", "depthwise_5x5", "grouped_dilated"}
 
 
@@ -120,14 +130,15 @@ def test_auto_on_a_native_bf16_cpu(monkeypatch, isa, model):
     precision, reason = P.resolve_precision("auto", CPU, MODELS[model]())
     if model in SLOW_ON_CPU:
         assert precision == "fp32"
-        assert "depthwise/grouped convs larger than 3x3 (2.0)" in reason  # names the layer
+        assert "depthwise/grouped convs" in reason and "(2.0)" in reason  # names the layer
     else:
         assert (precision, reason) == ("bf16", f"auto: bf16, native bf16 on this CPU ({isa})")
 
 
 def test_auto_reads_the_module_not_its_name(monkeypatch):
     """A dilated (or larger than 3x3) depthwise conv anywhere in a user's module keeps fp32
-    on a CPU; the same architecture with a 3x3 undilated one gets bf16."""
+    on a CPU; the same architecture with a 3x3 undilated one, or convexp's dilated depthwise
+    conv, gets bf16."""
     fake_cpu(monkeypatch, "AVX512-BF16")
 
     class MyNet(nn.Module):
@@ -143,6 +154,22 @@ def test_auto_reads_the_module_not_its_name(monkeypatch):
     assert P.resolve_precision("auto", CPU, nn.Conv1d(4, 4, 3, dilation=3, groups=4))[0] == "fp32"
     assert P.resolve_precision("auto", CPU, nn.Conv2d(4, 4, (1, 5), groups=2))[0] == "fp32"
     assert P.resolve_precision("auto", CPU, nn.Conv2d(4, 4, 5, dilation=2))[0] == "bf16"  # dense
+    fast = DilatedDepthwiseConv2d(16, 16, 3, padding=2, dilation=2, groups=16)
+    assert P.resolve_precision("auto", CPU, fast)[0] == "bf16"
+    for slow in (DilatedDepthwiseConv2d(16, 16, 5, padding=4, dilation=2, groups=16),  # 5x5
+                 DilatedDepthwiseConv2d(8, 16, 3, padding=2, dilation=2, groups=8)):  # x2
+        assert P.resolve_precision("auto", CPU, slow)[0] == "fp32"
+
+
+def test_a_failing_fast_path_check_counts_as_slow(monkeypatch):
+    fake_cpu(monkeypatch, "AVX512-BF16")
+
+    def broken(self, x):
+        raise RuntimeError("changed")
+
+    monkeypatch.setattr(DilatedDepthwiseConv2d, "fast_path_applies", broken)
+    fast = DilatedDepthwiseConv2d(16, 16, 3, padding=2, dilation=2, groups=16)
+    assert P.resolve_precision("auto", CPU, fast)[0] == "fp32"
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -252,21 +279,22 @@ def test_private_api_failures_mean_not_native(monkeypatch):
 
 
 def test_model_files_on_a_native_bf16_cpu(monkeypatch):
-    """Built from their configs: only depthwise_dilated (a dilated depthwise conv) keeps fp32,
-    and a depthwise file changed to a 3x3 undilated kernel gets bf16, to 5x5 fp32."""
+    """Built from their configs: every model file gets bf16 (depthwise_dilated's dilated
+    depthwise convs take convexp's fast backward); a depthwise file with 5x5 kernels, fp32."""
     from convexp.api import compose_config
     from convexp.models import build_model
 
     fake_cpu(monkeypatch, "AVX512-BF16")
     expected = {"book_cnn": "bf16", "standard": "bf16", "dilated": "bf16",
-                "depthwise_separable": "bf16", "depthwise_dilated": "fp32"}
+                "depthwise_separable": "bf16", "depthwise_dilated": "bf16"}
     for name, precision in expected.items():
         model = build_model(compose_config([f"model={name}"]).model)
         assert P.resolve_precision("auto", CPU, model)[0] == precision, name
     undilated = build_model(compose_config(["model=depthwise_dilated", "model.dilation=1"]).model)
     assert P.resolve_precision("auto", CPU, undilated)[0] == "bf16"
-    k5 = build_model(compose_config(["model=depthwise_separable", "model.kernel_size=5"]).model)
-    assert P.resolve_precision("auto", CPU, k5)[0] == "fp32"
+    for name in ("depthwise_separable", "depthwise_dilated"):
+        k5 = build_model(compose_config([f"model={name}", "model.kernel_size=5"]).model)
+        assert P.resolve_precision("auto", CPU, k5)[0] == "fp32", name
 
 
 # --- numerics: bf16 autocast trains ------------------------------------------------------------
@@ -279,19 +307,21 @@ def mnist_batches(n: int = 384) -> tuple[torch.Tensor, torch.Tensor]:
     return x.unsqueeze(1), torch.from_numpy(labels.astype("int64"))
 
 
-def separable_net(dilation: int) -> nn.Module:
+def separable_net(dilation: int, depthwise=nn.Conv2d) -> nn.Module:
     """The skeleton of the depthwise model files: conv blocks with BatchNorm and pooling."""
     return nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(16, 16, 3, padding="same", dilation=dilation, groups=16, bias=False),
+        depthwise(16, 16, 3, padding=dilation, dilation=dilation, groups=16, bias=False),
         nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
     )
 
 
-@pytest.mark.parametrize("make_net", [dense_net, lambda: separable_net(2)],
-                         ids=["dense", "depthwise_dilated"])
+@pytest.mark.parametrize(
+    "make_net", [dense_net, lambda: separable_net(2),
+                 lambda: separable_net(2, depthwise=DilatedDepthwiseConv2d)],
+    ids=["dense", "depthwise_dilated", "convexp_dilated_depthwise"])
 def test_bf16_autocast_trains_on_mnist_without_nan(make_net):
     """The runner's bf16 path (autocast on the forward, fp32 loss and fp32 weights) on real
     MNIST batches: finite losses and weights, and the loss falls."""
