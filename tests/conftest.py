@@ -7,13 +7,31 @@ within a few minutes on 2 CPU cores.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The suite never reads the home folder's state: no W&B key or settings, no .netrc, no
+# matplotlib cache from the person who runs it. Set before anything imports wandb, and inherited
+# by every subprocess the tests start. (HOME itself stays: a user-site install lives there.)
+_ISOLATED = Path(tempfile.mkdtemp(prefix="convexp-tests-home-"))
+atexit.register(shutil.rmtree, _ISOLATED, ignore_errors=True)
+os.environ.update({
+    "NETRC": str(_ISOLATED / "no-netrc"), "WANDB_CONFIG_DIR": str(_ISOLATED / "wandb-config"),
+    "WANDB_CACHE_DIR": str(_ISOLATED / "wandb-cache"),
+    "WANDB_DATA_DIR": str(_ISOLATED / "wandb-data"), "MPLCONFIGDIR": str(_ISOLATED / "mpl"),
+})
+for _var in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_RUN_ID",
+             "WANDB_RUN_GROUP", "WANDB_SWEEP_ID", "WANDB_MODE"):
+    os.environ.pop(_var, None)
+
 import torch
 
 from convexp.api import compose_config
@@ -51,7 +69,7 @@ def cli_command(args: list[str], tmp_path: Path, *, multirun: bool = False,
     return [sys.executable, "-m", "convexp", *(["-m"] if multirun else []), *args, *out]
 
 
-def run_cli(args: list[str], tmp_path: Path, *, timeout: float = 300, multirun: bool = False,
+def run_cli(args: list[str], tmp_path: Path, *, timeout: float = 1500, multirun: bool = False,
             run_dir: bool = True, check_rc: int | None = None) -> subprocess.CompletedProcess:
     """`python -m convexp [-m] ARGS` (see cli_command), run in tmp_path; stdout and stderr
     captured."""

@@ -446,7 +446,7 @@ def output_under_file_cli(tmp_path_factory):
     cmd = cli_command([*FAST_RUN, f"hydra.run.dir={tmp / 'afile' / 'run'}"], tmp,
                       run_dir=False)
     proc = subprocess.run(cmd, cwd=tmp, env=cli_env(tmp), capture_output=True, text=True,
-                          timeout=300)
+                          timeout=1500)
     return tmp, proc
 
 

@@ -48,7 +48,7 @@ def results(tmp_path_factory):
     dirs = {name: tmp_path_factory.mktemp(f"cli-{name}") for name in jobs}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
-            name: pool.submit(run_cli, [*args, *FAST_RUN], dirs[name], timeout=240)
+            name: pool.submit(run_cli, [*args, *FAST_RUN], dirs[name], timeout=1200)
             for name, args in jobs.items()
         }
         return {name: (future.result(), dirs[name] / "run") for name, future in futures.items()}

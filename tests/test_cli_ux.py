@@ -34,7 +34,7 @@ def cli(tmp_path_factory):
         args, multirun = commands[name]
         folder = tmp / name
         folder.mkdir()
-        return run_cli(args, folder, multirun=multirun, timeout=300), folder
+        return run_cli(args, folder, multirun=multirun, timeout=1500), folder
 
     with ThreadPoolExecutor(2) as pool:
         return dict(zip(commands, pool.map(one, commands), strict=True))
@@ -97,7 +97,7 @@ def test_export_writes_beside_the_checkpoint_quietly(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "convexp", "mode=export",
                            f"checkpoint={run_dir}"], cwd=tmp_path, env=cli_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert (run_dir / "model.onnx").is_file()

@@ -49,7 +49,7 @@ SWEEPS = {
                "model.kernel_size=3", "model.dilation=1,2", "seed=0", *TINY],
 }
 MAX_PARALLEL_SWEEPS = 3
-SWEEP_TIMEOUT_S = 400
+SWEEP_TIMEOUT_S = 2000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DONE_LINE = re.compile(
     r"^sweep done: (\d+) jobs, (\d+) completed, (\d+) failed, (\d+) diverged, "
@@ -183,7 +183,7 @@ def basic_report(basic_sweep):
     return subprocess.run(
         [sys.executable, "-m", "convexp.compare", str(basic_sweep.dir)],
         cwd=basic_sweep.dir.parent, env=cli_env(basic_sweep.dir.parent), capture_output=True,
-        text=True, timeout=180)
+        text=True, timeout=900)
 
 
 def _effective_kernel(k: int, d: int) -> int:

@@ -33,7 +33,7 @@ MODEL = ["--config-dir", str(CONFIG_DIR), "model=tiny_net", "debug=fast",
          "trainer.progress=false"]
 SWEEP = [*MODEL, "seed=0,1"]
 MIN_TEST_ACC = 0.4
-TIMEOUT_S = 400
+TIMEOUT_S = 2000
 RATIOS = ("param_ratio_vs_standard", "macs_ratio_vs_standard")
 DONE_LINE = re.compile(r"^sweep done: 2 jobs, 2 completed, 0 failed, 0 diverged, "
                        r"0 interrupted \(", re.M)

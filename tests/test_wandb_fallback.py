@@ -135,21 +135,42 @@ def assert_synced_later(run_dir: Path, run_id: str, config: dict, summary: dict,
         assert run["summary"][key] == value, key
 
 
+def convexp_warnings(caplog) -> list[str]:
+    """convexp's own warnings and errors: wandb logs records of its own (an ERROR when its
+    init fails), whose number is its business, not ours."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and r.name.split(".")[0] == "convexp"]
+
+
+def spy_on_wandb_init(monkeypatch) -> list[str]:
+    """Records the mode of every wandb.init call (and still makes it)."""
+    import wandb
+
+    modes, real_init = [], wandb.init
+
+    def init(*args, **kwargs):
+        modes.append(kwargs.get("mode"))
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    return modes
+
+
 # --- the probe -------------------------------------------------------------------------------
 
 
 def test_probe_reports_a_refused_connection_at_once():
     url = f"http://127.0.0.1:{closed_port()}"
     start = time.monotonic()
-    why = probe_wandb_host(url, timeout=5)
-    assert time.monotonic() - start < 2
+    why = probe_wandb_host(url, timeout=3000)
+    assert time.monotonic() - start < 300  # did not wait its timeout, however busy the machine
     assert why is not None and url in why and "refused" in why.lower()
 
 
 def test_probe_gives_up_on_a_host_that_never_answers(silent_server):
     start = time.monotonic()
     why = probe_wandb_host(silent_server, timeout=1)
-    assert 0.9 < time.monotonic() - start < 3
+    assert 0.9 < time.monotonic() - start < 300  # waited its timeout, then gave up
     assert why is not None and silent_server in why
 
 
@@ -165,12 +186,11 @@ def test_unreachable_host_gives_an_offline_run_at_once_and_once_per_process(
         with_key, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     assert loggers.resolve_mode("auto") == "online"  # credentials: W&B would go online
+    inits = spy_on_wandb_init(monkeypatch)
     with caplog.at_level(logging.INFO, logger="convexp.loggers"):
-        start = time.monotonic()
         first = start_logger(tmp_path / "job0", "fallbk00", mode="auto")
         first.update_summary({"test_acc": 0.5})
         first.finish()
-        first_s = time.monotonic() - start
 
         # The next job of the process does not probe again: it goes straight offline.
         def no_probe(*args, **kwargs):
@@ -180,8 +200,8 @@ def test_unreachable_host_gives_an_offline_run_at_once_and_once_per_process(
         second = start_logger(tmp_path / "job1", "fallbk01", mode="auto")
         second.update_summary({"test_acc": 0.25})
         second.finish(exit_code=1)
-    assert first_s < 15, f"waited {first_s:.1f} s for an unreachable host"
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert inits == ["offline", "offline"]  # no online wandb.init, so no wait for its timeout
+    warnings = convexp_warnings(caplog)
     assert len(warnings) == 1, warnings
     assert "unreachable" in warnings[0] and "later ones of this process" in warnings[0]
     assert caplog.text.count("W&B is offline (W&B online unavailable)") == 1
@@ -199,12 +219,11 @@ def test_silent_host_costs_the_probe_timeout_not_the_init_timeout(with_key, tmp_
                                                                     silent_server):
     monkeypatch.setenv("WANDB_BASE_URL", silent_server)
     monkeypatch.setattr(loggers, "PROBE_TIMEOUT_S", 1.0)
-    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "60")  # reaching wandb.init would fail the test
-    start = time.monotonic()
+    inits = spy_on_wandb_init(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="convexp.loggers"):
         job = start_logger(tmp_path / "job", "silent00")
         job.finish()
-    assert time.monotonic() - start < 15
+    assert inits == ["offline"]  # the probe decided: no online wandb.init and its long timeout
     assert "did not answer" in caplog.text or "timed out" in caplog.text
     assert_synced_later(tmp_path / "job", "silent00", {"variant": "standard"}, {})
 
@@ -229,7 +248,7 @@ def test_failed_online_init_falls_back_to_an_offline_run(with_key, tmp_path, mon
     assert "online init failed" in caplog.text
     assert "offline init failed too" not in caplog.text
     assert "is in use" not in caplog.text
-    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    assert len(convexp_warnings(caplog)) == 1  # W&B's own ERROR record is W&B's business
     assert_synced_later(tmp_path / "job0", "refuse00", {"variant": "standard"},
                         {"best_val_acc": 0.5, "val_acc": 0.5, "epoch": 1})
     assert_synced_later(tmp_path / "job1", "refuse01", {"kernel_size": 5}, {})
@@ -247,10 +266,8 @@ def test_no_server_run_end_to_end(tmp_path):
     cmd = [sys.executable, "-m", "convexp", "debug=fast", "logger=wandb", "logger.mode=online",
            "data.train_size=256", "data.val_size=128", "data.test_size=128",
            "model.channels=[8,16]", "trainer.progress=false", f"hydra.run.dir={run_dir}"]
-    start = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
-    elapsed = time.monotonic() - start
+                          timeout=9000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log_text = (run_dir / "convexp.log").read_text()
     assert log_text.count("W&B online unavailable") == 2  # the warning, and the offline line
@@ -260,7 +277,7 @@ def test_no_server_run_end_to_end(tmp_path):
     assert_synced_later(run_dir, summary["wandb_run_id"], {"variant": "standard"},
                         {"status": "completed", "test_acc": summary["test_acc"],
                          "best_val_acc": summary["best_val_acc"]})
-    assert elapsed < 120, f"{elapsed:.0f} s"
+    assert not list(run_dir.glob("wandb/run-*"))  # the probe decided: no online run started
 
 
 # --- an online run's URL ---------------------------------------------------------------------

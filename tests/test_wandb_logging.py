@@ -25,7 +25,7 @@ ARGS = ["model=depthwise_dilated", "model.kernel_size=5", "model.channels=[8,16]
 @pytest.fixture(scope="module")
 def wandb_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wandb")
-    run_cli(ARGS, tmp, timeout=240, check_rc=0)
+    run_cli(ARGS, tmp, timeout=1200, check_rc=0)
     run_dir = tmp / "run"
     # Read back once (each `wandb leet inspect` is a subprocess): the run, and its records.
     return run_dir, read_summary(run_dir), wandb_inspect(run_dir), wandb_inspect(

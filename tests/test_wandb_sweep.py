@@ -173,7 +173,7 @@ def agent_run(tmp_path_factory):
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     assert Path(env["WANDB_SWEEP_PARAM_PATH"]).is_file()  # the agent wrote the parameters
     proc = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True,
-                          timeout=240)
+                          timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return run_dir, read_summary(run_dir), wandb_inspect(run_dir)
 
