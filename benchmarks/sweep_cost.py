@@ -58,7 +58,8 @@ from convexp.data import load_dataset
 data = load_dataset(cfg.data, 0)
 t_data = time.perf_counter()
 model = task.build_model(cfg.model, data.image_shape, data.num_classes)
-report, ratios = task.describe_model(cfg.model, data.image_shape, data.num_classes, model)
+from convexp.introspect import describe_model
+report, ratios = describe_model(cfg.model, data.image_shape, data.num_classes, model)
 t_describe = time.perf_counter()
 from convexp.runner import Runner
 from pathlib import Path

@@ -39,13 +39,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from convexp._format import si, text_table
 from convexp.api import compose_config
 from convexp.atomic import atomic_write_json
+from convexp.auto import resolve_auto
 from convexp.data import load_dataset
 from convexp.introspect import describe
 from convexp.models import build_model
 from convexp.paths import CONFIG_DIR
-from convexp.precision import resolve_precision
 from convexp.runner import Runner
-from convexp.schema import value
 from convexp.system import keep_freed_memory, sync
 
 LOOPS = ("textbook", "dataloader", "convexp", "convexp-fast")
@@ -152,8 +151,9 @@ def runner_batches(runner):
 
 
 def make_runner(cfg, model, data, device, out_dir):
-    precision, _ = resolve_precision(value(cfg.trainer.precision), device, model)
-    runner = Runner(cfg, model, data, device, out_dir=out_dir, precision=precision)
+    auto = resolve_auto(cfg.trainer, device, model)
+    runner = Runner(cfg, model, data, device, out_dir=out_dir, precision=auto.precision,
+                    compile=auto.compile)
     runner.model.train()
     return runner
 

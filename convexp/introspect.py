@@ -21,8 +21,11 @@ import json
 from dataclasses import asdict, dataclass
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from convexp.models import MNIST_SHAPE, build_model, is_builtin
 
 # Layers after which the feature map is no longer spatial: the receptive field stops there.
 _NON_SPATIAL = (nn.Flatten, nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -163,6 +166,23 @@ def describe(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> ModelReport:
         receptive_field=_receptive_field(leaf_calls),
         input_shape=tuple(input_shape),
     )
+
+
+def describe_model(model_cfg, image_shape: tuple = MNIST_SHAPE, num_classes: int = 10,
+                   model: nn.Module | None = None) -> tuple[ModelReport, dict]:
+    """The per-layer report of `model` (built from `model_cfg` if not given) and, for
+    convexp's conv variants, its params and MACs relative to the standard conv net with the
+    same channels, kernel and dilation (a ratio that means nothing for the textbook net or a
+    user's model, so none is given there)."""
+    model = model if model is not None else build_model(model_cfg, image_shape, num_classes)
+    report = describe(model, image_shape)
+    ratios = {}
+    if is_builtin(model_cfg) and model_cfg.get("kernel_size") is not None:
+        standard = describe(build_model(OmegaConf.merge(model_cfg, {"name": "standard"}),
+                                        image_shape, num_classes), image_shape)
+        ratios = {"param_ratio_vs_standard": report.params / standard.params,
+                  "macs_ratio_vs_standard": report.macs / standard.macs}
+    return report, ratios
 
 
 def receptive_field(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> int:

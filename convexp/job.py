@@ -21,6 +21,7 @@ import torch
 
 from convexp.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir, finite_or_none
 from convexp.errors import ConfigError
+from convexp.naming import sweep_group as sweep_name  # noqa: F401 - moved to convexp.naming
 
 SUMMARY, METRICS = "summary.json", "metrics.jsonl"
 RESULT_FILES = (SUMMARY, METRICS, "checkpoints")
@@ -55,12 +56,6 @@ class Stop(JobExit):
 
     def __init__(self, signum: int):
         super().__init__(128 + signum, f"stopped by signal {signum}")
-
-
-def sweep_name(sweep_dir: str, experiment: str | None) -> str:
-    """The W&B group of a sweep's jobs: its experiment (if any) and its dir's date and time."""
-    parts = Path(sweep_dir).parts[-2:]
-    return f"{experiment or 'sweep'}-{'_'.join(parts)}"
 
 
 def holds_results(out_dir: Path) -> list[str]:

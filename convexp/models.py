@@ -24,6 +24,7 @@ from convexp.errors import ConfigError, ModelBuildError
 from convexp.ops import DilatedDepthwiseConv2d
 from convexp.registry import Registry
 from convexp.schema import ModelConfig, value
+from convexp.variants import effective_kernel_size, is_separable, variant_of  # noqa: F401 - their old home's names
 
 MODELS: Registry[nn.Module] = Registry("model")
 register_model = MODELS.register
@@ -84,10 +85,6 @@ def build_model(cfg, image_shape: tuple[int, int, int] = MNIST_SHAPE, num_classe
 def is_builtin(cfg) -> bool:
     """A model convexp registered itself (not one named by `_target_`)."""
     return (not hasattr(cfg, "get") or cfg.get("_target_") is None) and cfg.name in MODELS
-
-
-def effective_kernel_size(kernel_size: int, dilation: int) -> int:
-    return dilation * (kernel_size - 1) + 1
 
 
 class SeparableConv2d(nn.Module):
@@ -280,20 +277,6 @@ for _name, _make_conv in [
     ("depthwise_dilated", separable_conv),
 ]:
     register_model(_name, schema=ConvNetConfig)(_variant(_make_conv))
-
-
-def is_separable(model_name: str) -> bool:
-    return model_name.startswith("depthwise")
-
-
-def variant_of(model_name: str, dilation: int | None) -> str:
-    """The operator a config really builds: standard with dilation 2 is the dilated net."""
-    if model_name not in {"standard", "dilated", "depthwise_separable", "depthwise_dilated"}:
-        return model_name
-    dilated = (dilation or 1) > 1
-    if is_separable(model_name):
-        return "depthwise_dilated" if dilated else "depthwise_separable"
-    return "dilated" if dilated else "standard"
 
 
 class BookCNN(nn.Module):

@@ -32,13 +32,6 @@ from convexp.system import sync
 log = logging.getLogger(__name__)
 
 
-def should_compile(setting: bool | None, device: torch.device) -> bool:
-    """null (auto) compiles only on CUDA. On CPU, measured on 2 cores (benchmarks/README.md),
-    the compile time is not repaid within a typical run and depthwise nets train slower
-    compiled."""
-    return device.type == "cuda" if setting is None else setting
-
-
 @dataclass
 class Progress:
     """Everything about where training stands, saved in every checkpoint."""
@@ -65,12 +58,13 @@ class CheckpointWriteError(Exception):
 
 
 class Runner:
-    """Trains `model` on `data` as `cfg` says. `precision` is the one that runs ("fp32" or
-    "bf16"), already resolved from `trainer.precision` (convexp.precision)."""
+    """Trains `model` on `data` as `cfg` says. `precision` ("fp32" or "bf16") and `compile`
+    are the settings that run, already resolved from `trainer.precision` and
+    `trainer.compile` (convexp.auto.resolve_auto)."""
 
     def __init__(
         self, cfg, model: nn.Module, data: Dataset, device: torch.device, out_dir: Path,
-        precision: str = "fp32",
+        precision: str = "fp32", compile: bool = False,  # noqa: A002 - trainer.compile's name
         on_epoch: Callable[[dict], None] = lambda metrics: None,
         should_stop: Callable[[], bool] = lambda: False,
         checkpoint_extra: Callable[[], dict] = dict,
@@ -99,7 +93,7 @@ class Runner:
         if cfg.trainer.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.trainer.max_steps)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, self.total_steps)
-        self.compiled = should_compile(cfg.trainer.compile, device)
+        self.compiled = bool(compile)
         self.train_step = self._make_train_step()
         self.progress = Progress()
 

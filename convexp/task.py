@@ -25,23 +25,26 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from convexp import wandb_env
 from convexp.analysis import effective_receptive_field, inference_latency_ms
+from convexp.auto import resolve_auto
 from convexp.checkpoint import load_checkpoint, resolve_checkpoint
 from convexp.data import DATASETS, load_dataset
 from convexp.erf_maps import erf_stats, save_erf_png
 from convexp.errors import ConfigError, ConvexpError
 from convexp.export import export_onnx
-from convexp.introspect import ModelReport, describe
-from convexp.job import SUMMARY, Job, JobContext, JobExit, Stop, check_writable, sweep_name
-from convexp.loggers import LOGGERS, NullLogger, build_logger
-from convexp.models import MNIST_SHAPE, MODELS, build_model, is_builtin, variant_of
+from convexp.introspect import describe_model
+from convexp.job import SUMMARY, Job, JobContext, JobExit, Stop, check_writable
+from convexp.loggers import LOGGERS, NullLogger, build_logger, wandb_config
+from convexp.models import MODELS, build_model, is_builtin
+from convexp.naming import config_label, run_name, sweep_group, sweep_tag, sync_glob
 from convexp.optim import OPTIMIZERS, SCHEDULERS
-from convexp.precision import resolve_precision
 from convexp.runner import FitResult, Runner
 from convexp.schema import to_container, to_schema, value
 from convexp.signals import first_signal, install_signal_handlers, stop_requested
 from convexp.system import select_device, set_threads, thread_budget
 from convexp.validate import validate_config
+from convexp.variants import variant_of
 
 log = logging.getLogger("convexp")
 
@@ -62,30 +65,19 @@ def hydra_context() -> JobContext:
         return JobContext()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    experiment = hc.runtime.choices.get("experiment")
+    # W&B tags: the experiment and search presets a job came from, and its sweep.
+    tags = [name for group in ("experiment", "hparams_search", "debug")
+            if (name := hc.runtime.choices.get(group))]
     return JobContext(
         output_dir=Path(hc.runtime.output_dir),
         overrides=list(hc.overrides.task),
         multirun=multirun,
-        sweep_name=sweep_name(hc.sweep.dir, hc.runtime.choices.get("experiment"))
-        if multirun else None,
+        sweep_name=sweep_group(hc.sweep.dir, experiment) if multirun else None,
         launcher=OmegaConf.to_container(hc.launcher, resolve=False) if multirun else None,
         job_num=hc.job.get("num") if multirun else None,
-        # W&B tags: the experiment and search presets a job came from.
-        tags=[name for group in ("experiment", "hparams_search", "debug")
-              if (name := hc.runtime.choices.get(group))],
+        tags=[*tags, sweep_tag(hc.sweep.dir, experiment)] if multirun else tags,
     )
-
-
-def run_name(cfg) -> str:
-    """`depthwise_dilated k5 d2 s1`: the model's kernel size and dilation where it has them
-    (book_cnn has neither, a user's `_target_` model may have either)."""
-    m = cfg.model
-    parts = [m.name]
-    if m.get("kernel_size") is not None:
-        parts.append(f"k{m.kernel_size}")
-    if m.get("dilation") is not None:
-        parts.append(f"d{m.dilation}")
-    return " ".join([*parts, f"s{cfg.seed}"])
 
 
 def run(cfg: DictConfig, ctx: JobContext | None = None) -> float:
@@ -178,23 +170,6 @@ def _model_caption(m, image_shape) -> str:
             f"padding {value(m.padding)}, input {shape}")
 
 
-def describe_model(model_cfg, image_shape=MNIST_SHAPE, num_classes: int = 10,
-                   model: torch.nn.Module | None = None) -> tuple[ModelReport, dict]:
-    """The per-layer report of `model` (built from `model_cfg` if not given) and, for
-    convexp's conv variants, its params and MACs relative to the standard conv net with the
-    same channels, kernel and dilation (a ratio that means nothing for the textbook net or a
-    user's model, so none is given there)."""
-    model = model if model is not None else build_model(model_cfg, image_shape, num_classes)
-    report = describe(model, image_shape)
-    ratios = {}
-    if is_builtin(model_cfg) and model_cfg.get("kernel_size") is not None:
-        standard = describe(build_model(OmegaConf.merge(model_cfg, {"name": "standard"}),
-                                        image_shape, num_classes), image_shape)
-        ratios = {"param_ratio_vs_standard": report.params / standard.params,
-                  "macs_ratio_vs_standard": report.macs / standard.macs}
-    return report, ratios
-
-
 # --- resume ---------------------------------------------------------------------------------
 
 
@@ -266,14 +241,33 @@ def _already_completed(out_dir: Path, ckpt: dict, cfg) -> bool:
 # --- mode=train -----------------------------------------------------------------------------
 
 
-def _summary_fields(cfg) -> dict:
-    """What identifies the job in summary.json and W&B: only the fields its model has."""
+def _summary_fields(cfg, ctx: JobContext) -> dict:
+    """What identifies the job in summary.json and W&B: only the fields its model has, and
+    the W&B group it logs into (the report logs into the same, convexp.naming)."""
     m = cfg.model
     fields = {"model": m.name, "variant": variant_of(m.name, m.get("dilation"))}
     for key in ("kernel_size", "dilation", "channels", "padding"):
         if key in m:
             fields[key] = value(m[key]) if key != "channels" else list(m[key])
-    return {**fields, "seed": cfg.seed}
+    return {**fields, "seed": cfg.seed, "wandb_group": _wandb_group(cfg, ctx)}
+
+
+def _wandb_group(cfg, ctx: JobContext) -> str | None:
+    """`logger.group`, else the sweep's group (convexp.naming.sweep_group)."""
+    return cfg.logger.get("group") or ctx.sweep_name
+
+
+def _start_logger(job: Job, cfg, resolved: dict):
+    """The job's logger (its W&B run, named for the built variant, in the job's group); with
+    W&B, summary.json records why online W&B was unavailable, for the sweep's report."""
+    ctx = job.ctx
+    logger = build_logger(
+        cfg.logger, wandb_config(resolved, job.summary), job.out_dir, job.run_id,
+        cfg.logger.get("run_name") or run_name(job.summary), job.summary.get("wandb_group"),
+        sync_hint=sync_glob(Path(ctx.output_dir).parent) if ctx.multirun else None)
+    if logger.mode is not None and wandb_env.online_unavailable() is not None:
+        job.summary["wandb_online_unavailable"] = wandb_env.online_unavailable()
+    return logger
 
 
 def _train(cfg, ctx: JobContext) -> float:
@@ -292,7 +286,7 @@ def _train(cfg, ctx: JobContext) -> float:
     # A W&B Sweep agent chooses the run id (WANDB_RUN_ID) and W&B ignores the one passed.
     sweep_run_id = (os.environ.get("WANDB_RUN_ID")
                     if os.environ.get("WANDB_SWEEP_ID") and not ctx.multirun else None)
-    job = Job(ctx, out_dir, {**_summary_fields(cfg), "overrides": overrides},
+    job = Job(ctx, out_dir, {**_summary_fields(cfg, ctx), "overrides": overrides},
               run_id=(ckpt or {}).get("wandb_run_id") or sweep_run_id,
               resuming=ckpt is not None)
     install_signal_handlers()
@@ -326,14 +320,15 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
     torch.set_rng_state(rng)
     # A resumed run keeps the precision it started with (the checkpoint's config holds the
     # resolved one, never `auto`).
-    precision, why = resolve_precision(value(cfg.trainer.precision), device, model)
-    cfg.trainer.precision = precision
-    log.info("%s\n%s\nprecision: %s", run_name(cfg), report.format_table(), why)
+    auto = resolve_auto(cfg.trainer, device, model)
+    cfg.trainer.precision = auto.precision
+    log.info("%s\n%s\nprecision: %s\ncompile: %s", run_name(job.summary),
+             report.format_table(), auto.precision_why, auto.compile_why)
     resolved = to_container(cfg)
     job.summary.update(
         params=report.params, macs=report.macs, receptive_field=report.receptive_field,
-        **ratios, device=str(device), precision=precision, threads=torch.get_num_threads(),
-        wandb_run_id=job.run_id,
+        **ratios, device=str(device), precision=auto.precision,
+        threads=torch.get_num_threads(), wandb_run_id=job.run_id,
     )
 
     def on_epoch(metrics: dict) -> None:
@@ -342,7 +337,8 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
         log.info(_epoch_line(metrics, cfg.trainer.max_epochs))
 
     runner = Runner(
-        cfg, model, data, device, job.out_dir, precision=precision, on_epoch=on_epoch,
+        cfg, model, data, device, job.out_dir, precision=auto.precision,
+        compile=auto.compile, on_epoch=on_epoch,
         should_stop=stop_requested,
         checkpoint_extra=lambda: {"config": resolved, "overrides": overrides,
                                   "wandb_run_id": job.run_id,
@@ -354,16 +350,8 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
         job.summary["resumed_from_epoch"] = ckpt["progress"]["epoch"]
     job.summary.update(compiled=runner.compiled)
     job.write_summary()
-    top_level = {k: job.summary.get(k) for k in (
-        "variant", "kernel_size", "dilation", "seed", "params", "macs", "receptive_field",
-        "precision") if k in job.summary}
-    job.logger = build_logger(
-        cfg.logger, {**resolved, **top_level}, job.out_dir, job.run_id,
-        cfg.logger.get("run_name") or run_name(cfg),
-        cfg.logger.get("group") or ctx.sweep_name,
-    )
+    job.logger = _start_logger(job, cfg, resolved)
     job.logger.log_model_table(report)
-    job.logger.update_summary({**top_level, **ratios})
     return runner
 
 
@@ -393,13 +381,8 @@ def _record_failure(job: Job, cfg, error: BaseException, runner: Runner | None) 
         logger_cls = LOGGERS.get(cfg.logger.name) if cfg.logger.name in LOGGERS else None
         if logger_cls is not None and logger_cls.records_failed_jobs:
             # A sweep compares jobs in W&B: a job that failed before training shows there.
-            top_level = {k: job.summary.get(k) for k in ("variant", "kernel_size", "dilation",
-                                                          "seed")}
             try:
-                job.logger = build_logger(cfg.logger, {**to_container(cfg), **top_level},
-                                          job.out_dir, job.run_id, run_name(cfg),
-                                          cfg.logger.get("group") or job.ctx.sweep_name)
-                job.logger.update_summary(top_level)
+                job.logger = _start_logger(job, cfg, to_container(cfg))
             except ConvexpError:
                 job.logger = NullLogger()
     if job.logger is not None:
@@ -470,10 +453,9 @@ def _analyse(job: Job, runner: Runner) -> dict:
         erf = effective_receptive_field(runner.model, images)
         rf = job.summary.get("receptive_field")
         np.save(job.out_dir / "erf.npy", erf)
-        title = f"{job.summary['variant']} " + " ".join(
-            f"{key[0]}{job.summary[key]}" for key in ("kernel_size", "dilation")
-            if key in job.summary)
-        save_erf_png(erf, job.out_dir / "erf.png", title.strip(), rf=rf)
+        title = config_label(job.summary["variant"], job.summary.get("kernel_size"),
+                             job.summary.get("dilation"))
+        save_erf_png(erf, job.out_dir / "erf.png", title, rf=rf)
         stats = erf_stats(erf, rf)
         values.update(erf_npy="erf.npy", erf_png="erf.png", erf_95=stats["erf_95"],
                       erf_rf_holes=stats.get("rf_holes"))

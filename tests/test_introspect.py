@@ -263,3 +263,25 @@ def test_declared_macs_of_a_container_replace_only_its_own_ops():
     assert layers["0"].macs == 7
     assert layers["0.conv"].macs == 2 * 26 * 26 * 9
     assert report.macs == 7 + 2 * 26 * 26 * 9 == sum(layer.macs for layer in report.layers)
+
+
+# --- describe_model: the report and the ratios to the standard conv net ---------------------
+
+
+def test_describe_model_gives_ratios_for_conv_variants_only():
+    from omegaconf import OmegaConf
+
+    from convexp.introspect import describe_model
+    from convexp.models import build_model
+
+    fields = {"kernel_size": 3, "dilation": 2, "channels": [4, 8], "padding": "same",
+              "norm": "batch", "activation": "relu", "pool": "max", "head": "flatten",
+              "dropout": 0.0}
+    separable = OmegaConf.create({"name": "depthwise_dilated", **fields})
+    report, ratios = describe_model(separable)
+    standard = describe(build_model(OmegaConf.create({"name": "standard", **fields})))
+    assert report.params < standard.params and report.macs < standard.macs
+    assert ratios == {"param_ratio_vs_standard": report.params / standard.params,
+                      "macs_ratio_vs_standard": report.macs / standard.macs}
+    book_report, book_ratios = describe_model(OmegaConf.create({"name": "book_cnn"}))
+    assert book_report.params == 24_496 and book_ratios == {}

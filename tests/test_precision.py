@@ -346,3 +346,69 @@ def test_bf16_autocast_trains_on_mnist_without_nan(make_net):
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in net.parameters())
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < 0.6 * first, (first, last)
+
+
+# --- every auto setting resolved in one place, for the job and the bench (issue 17.6) ---------
+
+
+def trainer_cfg(precision="auto", compile=None):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"precision": precision, "compile": compile})
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_resolve_auto_is_the_precision_rule_then_compile(model):
+    from convexp.auto import resolve_auto
+
+    net = MODELS[model]()
+    auto = resolve_auto(trainer_cfg(), CPU, net)
+    assert (auto.precision, auto.precision_why) == P.resolve_precision("auto", CPU, net)
+    assert auto.compile is False and "eager" in auto.compile_why  # null: eager on the CPU
+    for setting in (True, False):
+        forced = resolve_auto(trainer_cfg("fp32", setting), CPU, net)
+        assert (forced.precision, forced.compile) == ("fp32", setting)
+        assert f"trainer.compile={setting}" in forced.compile_why
+
+
+def test_resolve_auto_on_cuda_compiles_in_bf16(monkeypatch):
+    from convexp.auto import resolve_auto
+
+    fake_cuda(monkeypatch, (9, 0))
+    auto = resolve_auto(trainer_cfg(), CUDA, dense_net())
+    assert (auto.precision, auto.compile) == ("bf16", True)
+    assert "CUDA" in auto.compile_why
+
+
+def test_bench_runner_takes_the_resolved_settings(monkeypatch, tmp_path):
+    """The bench builds its runner from resolve_auto, as the job does: on a (simulated)
+    native-bf16 CPU it runs bf16, and trainer.compile=true compiles."""
+    from convexp.api import compose_config
+    from convexp.bench import make_runner
+    from convexp.data import load_dataset
+    from convexp.models import build_model
+
+    fake_cpu(monkeypatch, "AVX512-BF16")
+    cfg = compose_config(["model=standard", "data.train_size=256", "data.val_size=64",
+                          "data.test_size=64", "trainer.compile=true"])
+    data = load_dataset(cfg.data, cfg.seed)
+    runner = make_runner(cfg, build_model(cfg.model), data, CPU, tmp_path)
+    assert (runner.precision, runner.compiled) == ("bf16", True)
+
+
+@pytest.mark.slow
+def test_job_records_the_resolved_settings(monkeypatch, tmp_path):
+    """A job resolves trainer.precision=auto once, trains with it, and records it in
+    summary.json and its checkpoint's config (so a resumed run keeps it)."""
+    from convexp.api import train
+    from convexp.checkpoint import load_checkpoint
+
+    fake_cpu(monkeypatch, "AVX512-BF16")
+    run_dir = tmp_path / "run"
+    summary = train(["model=book_cnn", "debug=fast", "trainer.progress=false",
+                     "data.train_size=256", "data.val_size=64", "data.test_size=64",
+                     "data.batch_size=64"], run_dir)
+    assert summary["status"] == "completed"
+    assert (summary["precision"], summary["compiled"]) == ("bf16", False)
+    config = load_checkpoint(str(run_dir))["config"]
+    assert (config["trainer"]["precision"], config["trainer"]["compile"]) == ("bf16", None)

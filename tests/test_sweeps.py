@@ -281,10 +281,11 @@ def test_wandb_one_offline_run_per_job_in_one_group(basic_sweep, basic_wandb):
             for key in ("variant", "kernel_size", "dilation", "seed", "params", "macs"):
                 assert config[key] == summary[key], key
             assert info["state"] == "finished" and info["exit_code"] == 0, info
-            # tagged with the presets the job came from: debug=fast
-            assert info["tags"] == ["fast"], info["tags"]
-            for key in ("status", "test_acc", "best_val_acc", "params", "macs"):
+            # tagged with the presets the job came from (debug=fast) and its sweep
+            assert info["tags"] == ["fast", group], info["tags"]
+            for key in ("status", "test_acc", "best_val_acc"):
                 assert info["summary"][key] == summary[key], key
+            assert summary["wandb_group"] == group
         else:
             # a job that failed before training still has a W&B run that says why
             assert info["summary"]["status"] == "failed"

@@ -9,6 +9,7 @@ request with an error (a server that refuses the key)."""
 
 from __future__ import annotations
 
+import glob
 import http.server
 import json
 import logging
@@ -24,8 +25,10 @@ import pytest
 from conftest import cli_env, read_summary, wandb_inspect
 from omegaconf import OmegaConf
 
-import convexp.loggers as loggers
-from convexp.loggers import WandbLogger, probe_wandb_host
+from convexp import wandb_env
+from convexp.loggers import WandbLogger
+from convexp.naming import sync_glob
+from convexp.wandb_env import probe_wandb_host, start_run
 
 FAKE_KEY = "0123456789" * 4  # the form of a W&B API key; no server ever accepts it
 
@@ -55,7 +58,8 @@ def fresh_wandb(tmp_path, monkeypatch):
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_RUN_ID",
                 "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(loggers, "_online_unavailable", None)
+    monkeypatch.setattr(wandb_env, "_online_unavailable", None)
+    monkeypatch.setattr(wandb_env, "_announced", set())
     yield
     wandb.teardown()
 
@@ -111,10 +115,11 @@ def refusing_server():
     server.server_close()
 
 
-def start_logger(run_dir: Path, run_id: str, mode: str = "online", config=None):
+def start_logger(run_dir: Path, run_id: str, mode: str = "online", config=None,
+                 sync_hint=None):
     run_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(wandb_cfg(mode), config or {"variant": "standard", "kernel_size": 5},
-                       run_dir, run_id, f"job {run_id}", "fallback-test")
+                       run_dir, run_id, f"job {run_id}", "fallback-test", sync_hint=sync_hint)
 
 
 def assert_synced_later(run_dir: Path, run_id: str, config: dict, summary: dict,
@@ -185,18 +190,15 @@ def test_probe_counts_any_http_answer_as_reachable(refusing_server):
 def test_unreachable_host_gives_an_offline_run_at_once_and_once_per_process(
         with_key, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
-    assert loggers.resolve_mode("auto") == "online"  # credentials: W&B would go online
+    assert wandb_env.resolve_mode("auto") == "online"  # credentials: W&B would go online
     inits = spy_on_wandb_init(monkeypatch)
-    with caplog.at_level(logging.INFO, logger="convexp.loggers"):
+    with caplog.at_level(logging.INFO, logger="convexp"):
         first = start_logger(tmp_path / "job0", "fallbk00", mode="auto")
         first.update_summary({"test_acc": 0.5})
         first.finish()
 
         # The next job of the process does not probe again: it goes straight offline.
-        def no_probe(*args, **kwargs):
-            raise AssertionError("probed again")
-
-        monkeypatch.setattr(loggers, "probe_wandb_host", no_probe)
+        monkeypatch.setattr(wandb_env, "probe_wandb_host", no_probe)
         second = start_logger(tmp_path / "job1", "fallbk01", mode="auto")
         second.update_summary({"test_acc": 0.25})
         second.finish(exit_code=1)
@@ -218,9 +220,9 @@ def test_silent_host_costs_the_probe_timeout_not_the_init_timeout(with_key, tmp_
                                                                     monkeypatch, caplog,
                                                                     silent_server):
     monkeypatch.setenv("WANDB_BASE_URL", silent_server)
-    monkeypatch.setattr(loggers, "PROBE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(wandb_env, "PROBE_TIMEOUT_S", 1.0)
     inits = spy_on_wandb_init(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="convexp.loggers"):
+    with caplog.at_level(logging.WARNING, logger="convexp"):
         job = start_logger(tmp_path / "job", "silent00")
         job.finish()
     assert inits == ["offline"]  # the probe decided: no online wandb.init and its long timeout
@@ -234,7 +236,7 @@ def test_failed_online_init_falls_back_to_an_offline_run(with_key, tmp_path, mon
     offline retry used to fail too with "run ID ... is in use" (W&B's service still held the
     ID for the failed online run) and the job had no W&B record at all."""
     monkeypatch.setenv("WANDB_BASE_URL", refusing_server.url)
-    with caplog.at_level(logging.INFO, logger="convexp.loggers"):
+    with caplog.at_level(logging.INFO, logger="convexp"):
         first = start_logger(tmp_path / "job0", "refuse00")
         first.log_metrics({"epoch": 1, "val_acc": 0.5})
         first.update_summary({"best_val_acc": 0.5})
@@ -252,6 +254,79 @@ def test_failed_online_init_falls_back_to_an_offline_run(with_key, tmp_path, mon
     assert_synced_later(tmp_path / "job0", "refuse00", {"variant": "standard"},
                         {"best_val_acc": 0.5, "val_acc": 0.5, "epoch": 1})
     assert_synced_later(tmp_path / "job1", "refuse01", {"kernel_size": 5}, {})
+
+
+# --- one decision per sweep, its report included (issue 18.6, 19.7) --------------------------
+
+
+def no_probe(*args, **kwargs):
+    raise AssertionError("probed again")
+
+
+def test_report_run_obeys_the_decision_its_jobs_made(with_key, tmp_path, monkeypatch, caplog):
+    """A sweep's jobs found the host unreachable: the end-of-sweep report, started in the same
+    process with `start_run` as the report code starts it, goes offline at once (no probe, no
+    online init) and leaves an offline-run-* that the sweep's one `wandb sync` line covers."""
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    inits = spy_on_wandb_init(monkeypatch)
+    sweep = tmp_path / "sweep"
+    hint = sync_glob(sweep)
+    with caplog.at_level(logging.INFO, logger="convexp"):
+        for n in range(2):
+            job = start_logger(sweep / str(n), f"sweepj0{n}", mode="auto", sync_hint=hint)
+            job.finish()
+        monkeypatch.setattr(wandb_env, "probe_wandb_host", no_probe)
+        report_dir = sweep / "report"
+        report_dir.mkdir()
+        run, mode, why = start_run("auto", sync_hint=hint, project="convexp",
+                                   group="fallback-test", job_type="report", name="report",
+                                   dir=str(report_dir), config={"n_configurations": 2})
+        run.summary.update({"best_label": "standard k3 d1"})
+        run.finish()
+    assert inits == ["offline"] * 3
+    assert mode == "offline" and "earlier in this process" in why
+    assert len(convexp_warnings(caplog)) == 1, convexp_warnings(caplog)
+    # "W&B is offline" once for the whole sweep, with the command that uploads every run.
+    assert caplog.text.count("W&B is offline") == 1
+    assert caplog.text.count(f"upload later with: wandb sync {hint}") == 1
+    synced = sorted(Path(p).parent.parent.name for p in glob.glob(hint))
+    assert synced == ["0", "1", "report"]
+    assert not list(sweep.glob("*/wandb/run-*"))  # no online run was even started
+    logged = wandb_inspect(report_dir)
+    assert logged["summary"]["best_label"] == "standard k3 d1"
+    assert logged["config"]["n_configurations"] == 2
+
+
+def test_a_later_process_adopts_the_decision_its_jobs_recorded(with_key, tmp_path,
+                                                               monkeypatch):
+    """A joblib or submitit sweep's report runs in another process than its jobs: the reason
+    a job recorded in summary.json (`wandb_online_unavailable`) sends it offline at once."""
+    monkeypatch.setattr(wandb_env, "probe_wandb_host", no_probe)
+    inits = spy_on_wandb_init(monkeypatch)
+    wandb_env.adopt_online_unavailable(None)  # a job that found W&B online: nothing changes
+    assert wandb_env.online_unavailable() is None
+    wandb_env.adopt_online_unavailable("http://127.0.0.1:9 is unreachable (refused)")
+    run, mode, why = start_run("online", project="convexp", job_type="report",
+                               dir=str(tmp_path))
+    run.finish()
+    assert (inits, mode) == (["offline"], "offline")
+    assert "unavailable" in why
+    assert len(list(tmp_path.glob("wandb/offline-run-*"))) == 1
+
+
+def test_offline_line_is_said_once_per_place_to_sync_from(fresh_wandb, tmp_path, caplog):
+    """Runs of one sweep share the line; runs of their own (the API, called twice) each say
+    where they are."""
+    with caplog.at_level(logging.INFO, logger="convexp"):
+        for n in range(2):
+            start_logger(tmp_path / "sweep" / str(n), f"shared0{n}", mode="offline",
+                         sync_hint=sync_glob(tmp_path / "sweep")).finish()
+        for n in range(2):
+            start_logger(tmp_path / f"run{n}", f"single0{n}", mode="offline").finish()
+    lines = [r.getMessage() for r in caplog.records if "W&B is offline" in r.getMessage()]
+    assert len(lines) == 3, lines
+    assert lines[0].endswith(sync_glob(tmp_path / "sweep"))
+    assert [str(tmp_path / f"run{n}") in lines[1 + n] for n in range(2)] == [True, True]
 
 
 @pytest.mark.slow
@@ -303,9 +378,9 @@ def test_online_run_logs_its_url_once(fresh_wandb, tmp_path, monkeypatch, caplog
     import wandb
 
     inits = []
-    monkeypatch.setattr(loggers, "probe_wandb_host", lambda url, timeout=None: None)
+    monkeypatch.setattr(wandb_env, "probe_wandb_host", lambda url, timeout=None: None)
     monkeypatch.setattr(wandb, "init", lambda **kw: inits.append(kw["mode"]) or _OnlineRun())
-    with caplog.at_level(logging.INFO, logger="convexp.loggers"):
+    with caplog.at_level(logging.INFO, logger="convexp"):
         job = start_logger(tmp_path / "job", "onl1ne00", mode="online")
         job.finish()
     assert inits == ["online"]
@@ -319,7 +394,7 @@ def test_online_run_logs_its_url_once(fresh_wandb, tmp_path, monkeypatch, caplog
 def test_model_table_and_images_reach_the_offline_run(fresh_wandb, tmp_path):
     from PIL import Image
 
-    from convexp.task import describe_model
+    from convexp.introspect import describe_model
 
     model = OmegaConf.create({"name": "standard", "kernel_size": 5, "dilation": 2,
                               "channels": [4, 8], "padding": "same", "norm": "batch",
@@ -363,7 +438,7 @@ def test_model_table_and_images_reach_the_offline_run(fresh_wandb, tmp_path):
 
 def test_a_missing_image_stops_wandb_logging_not_the_run(fresh_wandb, tmp_path, caplog):
     job = start_logger(tmp_path / "job", "noimg000", mode="offline")
-    with caplog.at_level(logging.WARNING, logger="convexp.loggers"):
+    with caplog.at_level(logging.WARNING, logger="convexp"):
         job.log_images({"analysis/erf": tmp_path / "missing.png"})
         job.log_metrics({"epoch": 1, "val_acc": 0.5})  # ignored: W&B logging stopped
     job.finish()  # still finished

@@ -11,7 +11,8 @@ import pytest
 from conftest import FAST_RUN, read_metrics, read_summary, run_cli, wandb_inspect
 
 from convexp.api import train
-from convexp.loggers import resolve_mode
+from convexp.loggers import CONFIG_KEYS
+from convexp.wandb_env import resolve_mode
 
 # A quick run of the default logger (debug=fast turns W&B off: logger=wandb turns it back on):
 # 640 images in batches of 64, two epochs (10 steps each), on a narrow depthwise dilated net
@@ -56,22 +57,33 @@ def test_wandb_config_is_the_resolved_hydra_config(wandb_run):
     assert config["data"]["train_size"] == 640
     assert config["trainer"]["max_epochs"] == 2
     assert config["logger"]["name"] == "wandb"
-    # Top-level columns for W&B's tables and sweeps.
+    # Top-level columns for W&B's tables and sweeps: the job's inputs, as summary.json has them.
     assert config["variant"] == "depthwise_dilated"
     assert config["kernel_size"] == 5
     assert config["dilation"] == 2
-    assert config["params"] == summary["params"]
-    assert config["macs"] == summary["macs"]
+    for key in ("seed", "params", "macs", "receptive_field", "param_ratio_vs_standard",
+                "macs_ratio_vs_standard", "precision"):
+        assert config[key] == summary[key], key
 
 
 def test_wandb_summary_matches_summary_json(wandb_run):
     _, summary, run, _ = wandb_run
     logged = run["summary"]
     assert logged["status"] == "completed"
-    for key in ("test_acc", "best_val_acc", "params", "train_samples_per_s",
-                "epochs_completed"):
+    for key in ("test_acc", "best_val_acc", "train_samples_per_s", "epochs_completed",
+                "erf_95", "inference_ms_per_image"):
         assert logged[key] == summary[key], key
     assert summary["test_acc"] is not None and summary["params"] > 0
+
+
+def test_each_wandb_key_is_in_the_config_or_the_summary_not_both(wandb_run):
+    """Inputs in the config, results in the summary: W&B's Runs table shows each column
+    once."""
+    _, summary, run, _ = wandb_run
+    assert set(CONFIG_KEYS) <= set(summary)  # every input is recorded...
+    assert set(CONFIG_KEYS) <= set(run["config"])  # ...in the W&B config...
+    assert not set(CONFIG_KEYS) & set(run["summary"])  # ...and only there
+    assert not set(run["config"]) & set(run["summary"])
 
 
 def test_wandb_history_has_one_record_per_epoch(wandb_run):

@@ -202,6 +202,8 @@ def test_agent_run_reports_to_the_sweep(agent_run):
     for name, value in SWEPT.items():
         assert config[name] == value, name
     assert config["variant"] == "depthwise_dilated"
+    # named for what it built: model=depthwise_separable with dilation 2 is depthwise_dilated
+    assert run["name"] == "depthwise_dilated k5 d2 s1"
     assert config["model_config"]["kernel_size"] == 5
     assert config["model_config"]["dilation"] == 2
     assert config["model_config"]["channels"] == [32, 64]
