@@ -37,6 +37,7 @@ from convexp.loggers import LOGGERS, NullLogger, build_logger
 from convexp.models import MNIST_SHAPE, MODELS, build_model, is_builtin, variant_of
 from convexp.optim import OPTIMIZERS, SCHEDULERS
 from convexp.precision import resolve_precision
+from convexp.record import OBJECTIVE, OBJECTIVE_VALUE
 from convexp.runner import FitResult, Runner
 from convexp.schema import to_container, to_schema, value
 from convexp.signals import first_signal, install_signal_handlers, stop_requested
@@ -434,6 +435,9 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         started = time.perf_counter()
         values.update(_analyse(job, runner))
         values["analysis_s"] = round(time.perf_counter() - started, 3)
+    # The metric the sweep maximises, and its value: the report ranks on it, not on test_acc.
+    objective = value(runner.cfg.objective)
+    values.update({OBJECTIVE: objective, OBJECTIVE_VALUE: {**job.summary, **values}.get(objective)})
     job.write_metrics(history)
     job.write_summary(**values)
     logged = {k: v for k, v in values.items() if k != "reason" or v is not None}
@@ -450,7 +454,7 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         raise Stop(first_signal())
     if result.status in ("diverged", "failed"):
         raise JobExit(1, f"run {result.status}: {result.reason} (see {job.out_dir / SUMMARY})")
-    objective = job.summary.get(value(cfg.objective))
+    objective = job.summary.get(OBJECTIVE_VALUE)
     return float(objective) if isinstance(objective, (int, float)) else math.nan
 
 
