@@ -377,9 +377,9 @@ def render_text(
 ) -> str:
     """The report for a terminal: the table in at most 120 columns (every column is in the
     CSV and the Markdown), the test, the fronts, the noisy costs, the ERFs, the failures."""
-    lines = [*_intro(source, summaries, configs, ""), ""]
+    lines = [*_intro(source, summaries, configs, ""),
+             "Every column, the reasons included: comparison.md and comparison.csv.", ""]
     lines += terminal_table(configs)
-    lines += ["(every column, the reasons included: comparison.md and comparison.csv)"]
     lines += ["", f"Test against the best ({objective_text(configs)}):"]
     lines += [f"  {n}" for n in noise_notes(configs)]
     fronts = pareto_notes(configs) + noisy_notes(configs)
