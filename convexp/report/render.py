@@ -211,12 +211,12 @@ def noisy_notes(configs: list[dict]) -> list[str]:
     notes = []
     for name, found in noisy_costs(configs).items():
         worst, spread = found[0]
-        others = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        which = "1 configuration varies" if len(found) == 1 else f"{len(found)} vary"
         notes.append(
-            f"The {name} figures are noisy: across its seeds, the {name} of {worst['label']} "
-            f"varies by {spread:.0%} of its mean{others} (more than {NOISY_SPREAD:.0%}). Jobs "
-            "that share a busy machine measure its load as much as their own cost: read that "
-            "panel and its Pareto front with care (MACs and params are counted, not measured)."
+            f"The {name} figures are noisy: {which} by more than {NOISY_SPREAD:.0%} of the "
+            f"mean across seeds (most: {worst['label']}, {spread:.0%}). Jobs that share a busy "
+            "machine measure its load as much as their own cost: read that panel and its "
+            "Pareto front with care (MACs and params are counted, not measured)."
         )
     return notes
 
