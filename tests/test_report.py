@@ -193,3 +193,16 @@ def test_report_and_record_import_neither_torch_nor_wandb(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_run_records_its_objective_and_returns_it(tmp_path):
+    from conftest import FAST_RUN, read_summary, run_job_for_objective
+
+    sizes = ["data.train_size=256", "data.val_size=128", "data.test_size=128"]
+    returned = run_job_for_objective([*FAST_RUN, *sizes, "logger=none",
+                                      "objective=final_val_acc"], tmp_path / "run")
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "completed"
+    assert summary["objective"] == "final_val_acc"
+    assert summary["objective_value"] == summary["final_val_acc"] == returned
