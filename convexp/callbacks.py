@@ -4,37 +4,28 @@ exit code that says whether any job failed."""
 
 from __future__ import annotations
 
-import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from convexp import record
 from convexp.atomic import ensure_writable_dir
 from convexp.checkpoint import resolve_checkpoint
-from convexp.compare import log_report_to_wandb, write_report
 from convexp.errors import ConvexpError
-from convexp.job import holds_results, sweep_name
+from convexp.job import holds_results
+from convexp.report import aggregate, terminal_table, write_report
+from convexp.report.runs import objective_text
+from convexp.report.wandb_upload import (
+    log_report_to_wandb,
+    obey_the_jobs_decision,
+    report_group,
+)
 from convexp.schema import value
 
-
-def count_statuses(sweep_dir: Path) -> tuple[Counter, list[tuple[str, str, str]]]:
-    counts: Counter = Counter()
-    problems = []
-    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-            status = summary.get("status", "failed")
-            reason = summary.get("reason") or ""
-        except (OSError, ValueError) as e:
-            status, reason = "failed", f"unreadable summary.json: {e}"
-        counts[status] += 1
-        if status != "completed":
-            problems.append((path.parent.name, status, reason))
-    return counts, problems
+TOP = 5  # configurations shown at the end of a sweep
 
 
 def _require_writable(path: Path, key: str) -> None:
@@ -74,39 +65,51 @@ class ConvexpCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         _require_writable(sweep_dir, "hydra.sweep.dir")
-        found = sorted(sweep_dir.glob("*/summary.json"))
+        found = sorted(sweep_dir.glob(f"*/{record.SUMMARY}"))
         if found:
             _refuse(f"sweep dir {sweep_dir} already holds the results of {len(found)} jobs; "
                     "convexp never writes over them. Choose a new hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        counts, problems = count_statuses(sweep_dir)
+        summaries = record.load_summaries(sweep_dir)
+        counts = record.count_statuses(summaries)
         total = sum(counts.values())
         print(f"sweep done: {total} jobs, {counts['completed']} completed, "
               f"{counts['failed']} failed, {counts['diverged']} diverged, "
               f"{counts['interrupted']} interrupted ({sweep_dir})", flush=True)
-        for job, status, reason in problems:
-            print(f"  job {job} {status}: {reason}", flush=True)
-        if counts["completed"]:
-            _report(config, sweep_dir)
-        if total == 0 or counts["completed"] < total:
+        configs = aggregate(summaries) if counts[record.COMPLETED] else []
+        if configs:
+            print(f"top {min(TOP, len(configs))} of {len(configs)} configurations by mean "
+                  f"{objective_text(configs)} (test acc for information; the full table: "
+                  "the report below):", flush=True)
+            print("\n".join(terminal_table(configs, indent="    ", limit=TOP)), flush=True)
+        for s in summaries:
+            if s[record.STATUS] != record.COMPLETED:
+                print(f"  job {s[record.JOB_DIR]} {s[record.STATUS]}: "
+                      f"{s.get(record.REASON) or ''}", flush=True)
+        if configs:
+            _report(config, sweep_dir, summaries, configs)
+        if total == 0 or counts[record.COMPLETED] < total:
             raise SystemExit(1)
 
 
-def _report(config: DictConfig, sweep_dir: Path) -> None:
+def _report(config: DictConfig, sweep_dir: Path, summaries: list[dict],
+            configs: list[dict]) -> None:
     """The sweep's comparison report (what `python -m convexp.compare` writes), and with W&B
-    the same table and plots in the sweep's group, as a run of its own (job_type=report)."""
+    the same table and plots in the group its jobs logged into, as a run of its own
+    (job_type=report)."""
     try:
-        report_dir, _ = write_report(sweep_dir)
+        report_dir, _ = write_report(sweep_dir, summaries=summaries, configs=configs)
         print(f"comparison report: {report_dir} (python -m convexp.compare {sweep_dir})",
               flush=True)
         logger = config.logger
         if logger.name == "wandb" and value(logger.mode) != "disabled":
-            group = logger.group or sweep_name(config.hydra.sweep.dir,
-                                               config.hydra.runtime.choices.get("experiment"))
-            log_report_to_wandb(report_dir, project=logger.project, entity=logger.entity,
-                                group=group, mode=value(logger.mode))
+            obey_the_jobs_decision(summaries)
+            group = report_group(summaries, sweep_dir, logger.group,
+                                 config.hydra.runtime.choices.get("experiment"))
+            log_report_to_wandb(configs, report_dir, project=logger.project,
+                                entity=logger.entity, group=group, mode=value(logger.mode))
     except Exception as e:  # noqa: BLE001 - every job's own results are written already
         print(f"convexp: the comparison report failed ({type(e).__name__}: {e}); the jobs' "
               f"results are complete, run python -m convexp.compare {sweep_dir}", flush=True)

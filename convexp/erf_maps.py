@@ -137,8 +137,9 @@ def erf_stats(erf: np.ndarray, rf: int | None = None, *, mass: float = 0.95) -> 
 
 def draw_erf(ax: Any, erf: np.ndarray, rf: int | None = None, *, vmax: float = 1.0) -> Any:
     """Draw ``erf`` on a matplotlib axes (shared scale 0..``vmax``), with the theoretical RF
-    square (unclipped, so an RF larger than the image shows as a frame around it). Returns the
-    image, for a colorbar."""
+    square (unclipped, so an RF larger than the image shows as a frame around it; where the
+    square reaches the image's border, the axes widen by a pixel and a half so that its dashed
+    line stays visible beside the image's edge). Returns the image, for a colorbar."""
     from matplotlib.patches import Rectangle
 
     image = ax.imshow(erf, cmap=ERF_CMAP, vmin=0.0, vmax=vmax, interpolation="nearest")
@@ -156,6 +157,11 @@ def draw_erf(ax: Any, erf: np.ndarray, rf: int | None = None, *, vmax: float = 1
                 clip_on=True,
             )
         )
+        height, width = np.asarray(erf).shape
+        if top <= 0 or left <= 0 or bottom >= height - 1 or right >= width - 1:
+            margin = 1.5
+            ax.set_xlim(min(left, 0) - 0.5 - margin, max(right, width - 1) + 0.5 + margin)
+            ax.set_ylim(max(bottom, height - 1) + 0.5 + margin, min(top, 0) - 0.5 - margin)
     ax.set_xticks([])
     ax.set_yticks([])
     return image

@@ -17,14 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from convexp.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir, finite_or_none
 from convexp.errors import ConfigError
-from convexp.naming import sweep_group as sweep_name  # noqa: F401 - moved to convexp.naming
-
-SUMMARY, METRICS = "summary.json", "metrics.jsonl"
-RESULT_FILES = (SUMMARY, METRICS, "checkpoints")
+from convexp.record import METRICS, RESULT_FILES, RUNNING, SUMMARY
 
 
 @dataclass
@@ -78,8 +73,10 @@ class Job:
         self.ctx, self.out_dir = ctx, Path(out_dir)
         self.started = time.time()
         self.run_id = run_id or secrets.token_hex(4)
+        import torch  # only its version: the rest of this module needs no torch
+
         self.summary: dict[str, Any] = {
-            "status": "running", "reason": None, **summary,
+            "status": RUNNING, "reason": None, **summary,
             "output_dir": str(self.out_dir), "torch_version": torch.__version__,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from convexp.record import WANDB_GROUP
 from convexp.variants import variant_of
 
 SWEEP_TAG_LIMIT = 64  # W&B refuses longer tags
@@ -65,13 +66,17 @@ def _experiment_of(overrides: Iterable[str]) -> str | None:
     return None
 
 
-def group_of_jobs(summaries: Iterable[Mapping], sweep_dir: str | Path) -> str:
+def group_of_jobs(summaries: Iterable[Mapping], sweep_dir: str | Path,
+                  experiment: str | None = None) -> str:
     """The W&B group a sweep's jobs logged into: the `wandb_group` they recorded (the most
     common one, should they differ). Sweep dirs written before jobs recorded it get the group
-    those versions gave their jobs, `sweep_group` of the dir and the `experiment=` override."""
+    those versions gave their jobs: `sweep_group` of the dir and its experiment (`experiment`,
+    else the jobs' `experiment=` override)."""
     summaries = list(summaries)
-    recorded = [s["wandb_group"] for s in summaries if s.get("wandb_group")]
+    recorded = [s[WANDB_GROUP] for s in summaries if s.get(WANDB_GROUP)]
     if recorded:
         return max(dict.fromkeys(recorded), key=recorded.count)
-    experiments = [e for s in summaries if (e := _experiment_of(s.get("overrides") or []))]
-    return sweep_group(sweep_dir, experiments[0] if experiments else None)
+    if experiment is None:
+        experiments = [e for s in summaries if (e := _experiment_of(s.get("overrides") or []))]
+        experiment = experiments[0] if experiments else None
+    return sweep_group(sweep_dir, experiment)

@@ -39,6 +39,7 @@ from convexp.loggers import LOGGERS, NullLogger, build_logger, wandb_config
 from convexp.models import MODELS, build_model, is_builtin
 from convexp.naming import config_label, run_name, sweep_group, sweep_tag, sync_glob
 from convexp.optim import OPTIMIZERS, SCHEDULERS
+from convexp.record import OBJECTIVE, OBJECTIVE_VALUE, WANDB_ONLINE_UNAVAILABLE
 from convexp.runner import FitResult, Runner
 from convexp.schema import to_container, to_schema, value
 from convexp.signals import first_signal, install_signal_handlers, stop_requested
@@ -266,7 +267,7 @@ def _start_logger(job: Job, cfg, resolved: dict):
         cfg.logger.get("run_name") or run_name(job.summary), job.summary.get("wandb_group"),
         sync_hint=sync_glob(Path(ctx.output_dir).parent) if ctx.multirun else None)
     if logger.mode is not None and wandb_env.online_unavailable() is not None:
-        job.summary["wandb_online_unavailable"] = wandb_env.online_unavailable()
+        job.summary[WANDB_ONLINE_UNAVAILABLE] = wandb_env.online_unavailable()
     return logger
 
 
@@ -417,6 +418,9 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         started = time.perf_counter()
         values.update(_analyse(job, runner))
         values["analysis_s"] = round(time.perf_counter() - started, 3)
+    # The metric the sweep maximises, and its value: the report ranks on it, not on test_acc.
+    objective = value(runner.cfg.objective)
+    values.update({OBJECTIVE: objective, OBJECTIVE_VALUE: {**job.summary, **values}.get(objective)})
     job.write_metrics(history)
     job.write_summary(**values)
     logged = {k: v for k, v in values.items() if k != "reason" or v is not None}
@@ -433,7 +437,7 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         raise Stop(first_signal())
     if result.status in ("diverged", "failed"):
         raise JobExit(1, f"run {result.status}: {result.reason} (see {job.out_dir / SUMMARY})")
-    objective = job.summary.get(value(cfg.objective))
+    objective = job.summary.get(OBJECTIVE_VALUE)
     return float(objective) if isinstance(objective, (int, float)) else math.nan
 
 

@@ -172,11 +172,15 @@ def test_cli_writes_report(multirun, capsys):
         assert FAILED_REASON in text and DIVERGED_REASON in text
         assert "not significant at p < 0.05" in text
         assert "99.11 ± 0.03" in text and "98.50 (n=1)" in text
-        assert "params vs standard conv" in text and "MACs vs standard conv" in text
-        assert "params vs std" not in text
+        assert "Ranked by mean best val acc over seeds, the sweep's objective" in text
+    # the full table (ratios, reasons) in the Markdown; the terminal's fits in 120 columns
+    assert "params vs standard conv" in markdown and "MACs vs standard conv" in markdown
+    assert "params vs std" not in markdown
     assert "Failures (2):" in stdout and "## Failures (2)" in markdown
     table_lines = [line for line in stdout.splitlines() if line.startswith("dilated")]
-    assert "failed" in table_lines[-1] and FAILED_REASON in table_lines[-1]  # last row
+    assert table_lines[-1].split()[-1] == "failed"  # last row
+    md_rows = [line for line in markdown.splitlines() if line.startswith("| dilated | 7 |")]
+    assert FAILED_REASON in md_rows[0]
 
     with (report / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -216,7 +220,8 @@ def test_cli_exit_code_2_without_summaries(tmp_path, capsys, make_dir):
     if make_dir:
         (target / "0" / ".hydra").mkdir(parents=True)
     assert main([str(target)]) == 2
-    assert "convexp-compare:" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("convexp: error: ") and str(target) in line
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -323,7 +328,7 @@ def test_operator_family_from_model_name():
 
 
 def _cfg(label, acc, macs, operator="standard conv"):
-    return {"label": label, "test_acc_mean": acc, "macs": macs, "operator": operator}
+    return {"label": label, "objective_mean": acc, "macs": macs, "operator": operator}
 
 
 def test_pareto_front_keeps_exactly_the_undominated():
@@ -592,8 +597,9 @@ def test_report_logged_to_one_wandb_run(sweep, offline_wandb):
 
     assert main([str(sweep), "--no-plots"]) == 0
     report = sweep / "report"
+    configs = aggregate(load_summaries(sweep))
     run_id = log_report_to_wandb(
-        report, project="convexp-test", entity=None, group="sweep-1", mode="offline"
+        configs, report, project="convexp-test", entity=None, group="sweep-1", mode="offline"
     )
     run = wandb_inspect(report)
     assert run["run_id"] == run_id
@@ -624,24 +630,88 @@ def test_report_plots_logged_as_images(sweep_report, offline_wandb):
 
     report = offline_wandb / "report"
     shutil.copytree(sweep_report[0] / "report", report)
-    log_report_to_wandb(report, project="convexp-test", group="g2", mode="offline")
+    configs = aggregate(load_summaries(sweep_report[0]))
+    log_report_to_wandb(configs, report, project="convexp-test", group="g2", mode="offline")
     summary = wandb_inspect(report)["summary"]
     for png in report.glob("*.png"):
         assert summary[png.stem]["_type"] == "image-file", png.name
 
 
-def test_cli_wandb_flag_logs_the_report(sweep, offline_wandb, capsys):
+def test_cli_wandb_flag_logs_into_the_group_its_jobs_recorded(sweep, offline_wandb, capsys):
     pytest.importorskip("wandb")
     from conftest import wandb_inspect
 
+    group = "sweep-2026-12-01_22-17-55_1d03fc"  # what the jobs logged into, not the dir's name
+    for path in sweep.glob("*/summary.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "wandb_group": group}))
     args = [str(sweep), "--no-plots", "--wandb", "--project", "convexp-test"]
     assert main([*args, "--wandb-mode", "offline"]) == 0
     assert (
-        "Report logged to W&B: project convexp-test, group multirun, run" in capsys.readouterr().out
+        f"Report logged to W&B: project convexp-test, group {group}, run" in capsys.readouterr().out
     )
     records = wandb_inspect(sweep / "report", summary=False)
     (run,) = [r["run"] for r in records if r["type"] == "run"]
-    assert run["run_group"] == "multirun" and run["job_type"] == "report"
+    assert run["run_group"] == group and run["job_type"] == "report"
+
+
+def test_report_group_recorded_else_computed_as_the_jobs_did_and_overridable(sweep):
+    from convexp.naming import sweep_group as sweep_name
+    from convexp.report.wandb_upload import report_group
+
+    old = load_summaries(sweep)  # written before jobs recorded their group
+    assert report_group(old, sweep) == sweep_name(str(sweep), None)
+    assert report_group(old, sweep, experiment="textbook") == sweep_name(str(sweep), "textbook")
+    recorded = [{**s, "wandb_group": "mine"} for s in old]
+    assert report_group(recorded, sweep, experiment="textbook") == "mine"
+    assert report_group(recorded, sweep, group="override") == "override"
+
+
+def test_report_upload_obeys_the_process_online_decision(sweep, offline_wandb, monkeypatch):
+    """With a key, mode=online, and online W&B given up earlier in this process (as the jobs
+    of a sweep do when the server never answers), the report goes offline at once: an
+    offline-run-* that `wandb sync` uploads, no second wait."""
+    pytest.importorskip("wandb")
+    import convexp.wandb_env
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setattr(convexp.wandb_env, "_online_unavailable", "server never answered")
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("probed the host again")
+
+    monkeypatch.setattr(convexp.wandb_env, "probe_wandb_host", no_probe)
+    assert main([str(sweep), "--no-plots"]) == 0
+    configs = aggregate(load_summaries(sweep))
+    log_report_to_wandb(configs, sweep / "report", group="g", mode="online")
+    assert len(list((sweep / "report" / "wandb").glob("offline-run-*"))) == 1
+    assert not list((sweep / "report" / "wandb").glob("run-*"))
+
+
+def test_report_obeys_the_decision_its_jobs_recorded_in_other_processes(sweep, offline_wandb,
+                                                                        monkeypatch):
+    """Under joblib or submitit the jobs decide in their own processes; the report reads the
+    decision from their summaries (`wandb_online_unavailable`) and goes offline at once."""
+    pytest.importorskip("wandb")
+    import convexp.wandb_env
+    from convexp.report.wandb_upload import obey_the_jobs_decision
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setattr(convexp.wandb_env, "_online_unavailable", None)
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("probed the host again")
+
+    monkeypatch.setattr(convexp.wandb_env, "probe_wandb_host", no_probe)
+    summaries = [{**s, "wandb_online_unavailable": "host never answered"}
+                 for s in load_summaries(sweep)]
+    obey_the_jobs_decision(summaries)
+    assert convexp.wandb_env.online_unavailable() == "host never answered"
+    assert main([str(sweep), "--no-plots"]) == 0
+    log_report_to_wandb(aggregate(summaries), sweep / "report", group="g", mode="online")
+    assert len(list((sweep / "report" / "wandb").glob("offline-run-*"))) == 1
+    assert not list((sweep / "report" / "wandb").glob("run-*"))
 
 
 def test_wandb_run_is_finished_when_logging_fails(sweep, offline_wandb, monkeypatch):
@@ -654,12 +724,13 @@ def test_wandb_run_is_finished_when_logging_fails(sweep, offline_wandb, monkeypa
         raise RuntimeError("table broke")
 
     monkeypatch.setattr(wandb, "Table", broken_table)
+    configs = aggregate(load_summaries(sweep))
     with pytest.raises(RuntimeError, match="table broke"):
-        log_report_to_wandb(sweep / "report", group="g", mode="offline")
+        log_report_to_wandb(configs, sweep / "report", group="g", mode="offline")
     run = wandb_inspect(sweep / "report")
     assert run["state"] == "failed" and run["exit_code"] == 1  # finished, not left running
-    with pytest.raises(FileNotFoundError, match="comparison.csv"):
-        log_report_to_wandb(sweep / "nowhere", mode="offline")
+    with pytest.raises(FileNotFoundError, match="write the report first"):
+        log_report_to_wandb(configs, sweep / "nowhere", mode="offline")
 
 
 # ----------------------------------------------------------------------------- light import
