@@ -249,9 +249,3 @@ def announce(run, mode: str, offline_why: str | None, sync_hint: str | None = No
     except Exception as e:  # noqa: BLE001 - only a log line
         log.debug("could not describe the W&B run: %s: %s", type(e).__name__, e)
 
-
-def reset() -> None:
-    """Forget this process's decision and announcements (tests; a long-lived notebook)."""
-    global _online_unavailable
-    _online_unavailable = None
-    _announced.clear()
