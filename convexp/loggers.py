@@ -16,7 +16,6 @@ from typing import Any
 from convexp import wandb_env
 from convexp.registry import Registry
 from convexp.schema import LoggerConfig, value
-from convexp.wandb_env import resolve_mode  # noqa: F401 - compare.py's import, until it uses start_run
 
 log = logging.getLogger(__name__)
 

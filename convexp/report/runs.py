@@ -14,6 +14,7 @@ import numpy as np
 
 from convexp import record
 from convexp.erf_maps import erf_stats
+from convexp.naming import config_label
 from convexp.record import load_summaries  # noqa: F401 - the report's loader is record's
 from convexp.report.stats import finite, mean_std, test_against_best
 from convexp.variants import SEPARABLE_CONV, STANDARD_CONV, operator_of
@@ -120,11 +121,9 @@ def _aggregate_group(key: tuple[str, ...], jobs: list[dict], shared: set[str],
     variant = _first(jobs, "variant") or _first(jobs, "model")
     model = _first(jobs, "model") or variant
     kernel, dilation = _first(jobs, "kernel_size"), _first(jobs, "dilation")
-    label_parts = [str(variant) if variant is not None else "?"]
-    label_parts += [f"k{kernel}"] if kernel is not None else []
-    label_parts += [f"d{dilation}"] if dilation is not None else []
+    label = config_label(variant, kernel, dilation)
     config = {
-        "label": " ".join(label_parts + ([settings] if settings else [])),
+        "label": f"{label} {settings}" if settings else label,
         "variant": variant,
         "model": model,
         "operator": operator_of(model),

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from convexp.naming import group_of_jobs
-from convexp.record import WANDB_ONLINE_UNAVAILABLE
+from convexp.naming import group_of_jobs, sync_glob
+from convexp.record import REPORT_DIR, WANDB_ONLINE_UNAVAILABLE
 from convexp.report.render import CSV_COLUMNS, PLOT_TEXT, csv_rows
 from convexp.report.runs import objective_text
 from convexp.wandb_env import adopt_online_unavailable, start_run
@@ -70,6 +70,9 @@ def log_report_to_wandb(
         job_type="report",
         name=name,
         dir=str(dir or report_dir),
+        # A sweep's report: one `wandb sync` line for the jobs and the report together.
+        sync_hint=(sync_glob(report_dir.resolve().parent)
+                   if dir is None and report_dir.name == REPORT_DIR else None),
         config={"report_dir": str(report_dir.resolve()), "n_configurations": len(rows)},
     )
     exit_code = 1
