@@ -27,7 +27,7 @@ LOGGERS: Registry = Registry("logger")
 # both, so W&B's Runs table shows each column once.
 CONFIG_KEYS = ("variant", "kernel_size", "dilation", "seed", "params", "macs",
                "receptive_field", "param_ratio_vs_standard", "macs_ratio_vs_standard",
-               "precision")
+               "precision", "objective")  # objective: the metric's name (its value is a result)
 
 
 def wandb_config(resolved: dict, record: dict) -> dict:
