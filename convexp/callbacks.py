@@ -19,6 +19,7 @@ from convexp.compare import log_report_to_wandb, write_report
 from convexp.errors import ConvexpError
 from convexp.job import holds_results, sweep_name
 from convexp.schema import value
+from convexp.validate import mode_problems
 
 
 def count_statuses(sweep_dir: Path) -> tuple[Counter, list[tuple[str, str, str]]]:
@@ -55,6 +56,11 @@ def _refuse(message: str) -> None:
 class ConvexpCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir)
+        # An option the mode does not take (resume=A mode=export) is refused before the run
+        # dir exists: a refused command leaves no empty dir behind.
+        problems = mode_problems(config)
+        if problems:
+            _refuse("invalid config: " + "; ".join(problems))
         if value(config.mode) == "train" and config.resume:
             try:
                 resolve_checkpoint(config.resume)

@@ -130,6 +130,8 @@ class Config:
     mode: Mode = Mode.train
     resume: str | None = None  # a run dir or checkpoint file to continue from
     checkpoint: str | None = None  # mode=export: the checkpoint (or run dir) to export
+    # Build a `_target_` model that only the checkpoint (resume= or checkpoint=) names.
+    trust_checkpoint: bool = False
     objective: Objective = Objective.best_val_acc
 
 

@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from convexp.analysis import effective_receptive_field, inference_latency_ms
-from convexp.checkpoint import load_checkpoint, resolve_checkpoint
+from convexp.checkpoint import TRUST_OPTION, check_trusted, load_checkpoint, resolve_checkpoint
 from convexp.data import DATASETS, load_dataset
 from convexp.erf_maps import erf_stats, save_erf_png
 from convexp.errors import ConfigError, ConvexpError
@@ -54,6 +54,7 @@ REGISTRIES = {"model": MODELS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
 RESUME_MAY_CHANGE = ("trainer.progress", "trainer.progress_every_s", "trainer.threads",
                      "trainer.checkpoint", "logger", "hydra")
 EXTENDS_RUN = "trainer.max_epochs"
+_ABSENT = object()
 
 
 def hydra_context() -> JobContext:
@@ -165,7 +166,8 @@ def _export(cfg, ctx: JobContext) -> float:
     # rest of that run's results are.
     out_dir = source.parent.parent if source.parent.name == "checkpoints" else source.parent
     check_writable(out_dir)
-    path = export_onnx(source, out_dir / "model.onnx")
+    path = export_onnx(source, out_dir / "model.onnx", named_target=cfg.model.get("_target_"),
+                       trust=bool(cfg.trust_checkpoint))
     print(f"wrote {path} (open it in Netron: https://netron.app)")
     return math.nan
 
@@ -218,11 +220,19 @@ def resume_config(cli_cfg, ctx: JobContext) -> tuple[DictConfig, dict, list[str]
     not change what it trains (RESUME_MAY_CHANGE) applied. Returns it, the checkpoint and the
     overrides to record (the original run's, so compare pools the job with its seeds)."""
     ckpt = load_checkpoint(cli_cfg.resume)
+    check_trusted(ckpt, resolve_checkpoint(cli_cfg.resume), cli_cfg.model.get("_target_"),
+                  bool(cli_cfg.trust_checkpoint))
     resumed = to_schema(ckpt["config"])
     problems, recorded = [], list(ckpt.get("overrides", []))
     for override in ctx.overrides:
         key = _override_key(override)
-        if key == "resume":
+        if key in ("resume", TRUST_OPTION) or key.startswith("hydra/"):
+            continue
+        if OmegaConf.select(cli_cfg, key, default=_ABSENT) is _ABSENT:
+            # A preset such as debug=fast or experiment=...: it sets other keys, so it
+            # changes what the checkpoint trains unless the original run was given it too.
+            if override not in recorded:
+                problems.append(f"{override} (a preset the checkpoint's run was not given)")
             continue
         new = OmegaConf.select(cli_cfg, key, default=None)
         if _allowed_on_resume(key) and not key.startswith("hydra"):

@@ -75,11 +75,29 @@ def _checks(cfg):
         yield "model.kernel_size", m.kernel_size, m.kernel_size >= 1, "must be >= 1"
         yield "model.dilation", m.dilation, m.dilation >= 1, "must be >= 1"
         yield "model.dropout", m.dropout, 0 <= m.dropout < 1, "must lie in [0, 1)"
+    yield from mode_checks(cfg)
+
+
+def mode_checks(cfg):
+    """(key, value, ok, rule) for the options that apply to one mode only: checked before the
+    run dir is made too (convexp.callbacks), so a refused command leaves no dir behind."""
     mode = value(cfg.mode)
     if cfg.resume is not None:
         yield "resume", cfg.resume, mode == "train", "applies only to mode=train"
     if cfg.checkpoint is not None:
         yield "checkpoint", cfg.checkpoint, mode == "export", "applies only to mode=export"
+    if cfg.get("trust_checkpoint"):
+        yield ("trust_checkpoint", True, cfg.resume is not None or cfg.checkpoint is not None,
+               "applies only with resume=... or mode=export checkpoint=...")
+
+
+def _failed(checks) -> list[str]:
+    return [f"{key}={val!r} {rule}" for key, val, ok, rule in checks if not ok]
+
+
+def mode_problems(cfg) -> list[str]:
+    """What `mode_checks` refuses, one phrase each."""
+    return _failed(mode_checks(cfg))
 
 
 def validate_config(cfg, registries: dict) -> None:
@@ -95,9 +113,15 @@ def validate_config(cfg, registries: dict) -> None:
             problems.append(f"{group}.name={node.name!r} is unknown; registered: "
                             f"{', '.join(registry.names())}")
     if not problems:
-        problems = [f"{key}={val!r} {rule}" for key, val, ok, rule in _checks(cfg) if not ok]
+        problems = _failed(_checks(cfg))
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+    if cfg.model.get("_target_") is not None:
+        # From YAML or `+model._target_=...`: it must import to a model builder, checked
+        # before any data is loaded (convexp.models imports torch: imported here, not above).
+        from convexp.models import import_builder
+
+        import_builder(cfg.model._target_)
 
 
 def _schema_problem(cfg, group: str) -> str | None:
