@@ -7,13 +7,14 @@ option's schema, since Hydra's `+key=value` appends a key past it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from convexp.errors import ConfigError
-from convexp.schema import GROUPS, MAX_SEED, option_schema, to_container, value
+from convexp.schema import GROUPS, MAX_SEED, Config, option_schema, to_container, value
 
 
 def _finite(x) -> bool:
@@ -104,7 +105,7 @@ def validate_config(cfg, registries: dict) -> None:
     """Raise ConfigError naming every out-of-range field, every field that does not apply to
     its option, and every unknown option name. `registries` maps each group to its registry."""
     problems = [_schema_problem(cfg, group) for group in GROUPS]
-    problems = [p for p in problems if p]
+    problems = [p for p in [_top_level_problem(cfg), *problems] if p]
     for group, registry in registries.items():
         node = cfg[group]
         if group == "model" and "_target_" in node:
@@ -122,6 +123,18 @@ def validate_config(cfg, registries: dict) -> None:
         from convexp.models import import_builder
 
         import_builder(cfg.model._target_)
+
+
+def _top_level_problem(cfg) -> str | None:
+    """A top-level key that nothing reads: Hydra's `+foo=1` appends past the schema, and a
+    typo such as `+sed=3` would otherwise train with the default seed."""
+    known = {f.name for f in dataclasses.fields(Config)} | {"hydra"}
+    unknown = [key for key in cfg if key not in known]
+    if not unknown:
+        return None
+    return (f"top-level {', '.join(map(repr, unknown))}: nothing reads "
+            f"{'it' if len(unknown) == 1 else 'them'} (a typo? convexp's top-level keys: "
+            f"{', '.join(sorted(known - {'hydra'}))})")
 
 
 def _schema_problem(cfg, group: str) -> str | None:

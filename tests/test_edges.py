@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_one_clear_error, cli_env
+from conftest import assert_no_result, assert_one_clear_error, cli_env, run_job_until_exit
 
 from convexp.checkpoint import save_checkpoint
 
@@ -148,3 +148,24 @@ def test_a_malicious_pickle_is_refused_in_one_line(writer, tmp_path):
     line = assert_one_clear_error(proc.returncode, proc.stderr, str(path), "never unpickles")
     assert len(line) < 400, line
     assert not (tmp_path / "pwned").exists()
+
+
+# --- 5. no top-level append without an effect -----------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, names", [
+    (["+sed=3"], ["'sed'", "seed"]),
+    (["+foo=1", "+bar.baz=2"], ["'foo'", "'bar'"]),
+])
+def test_a_top_level_append_nothing_reads_is_refused(overrides, names, tmp_path, capsys,
+                                                      monkeypatch):
+    code, err = run_job_until_exit(overrides, tmp_path / "run", capsys,
+                                   forbid_training=monkeypatch)
+    assert_one_clear_error(code, err, "top-level", "nothing reads", *names)
+    assert_no_result(tmp_path / "run")
+
+
+def test_a_top_level_append_is_refused_on_the_command_line(tmp_path):
+    proc = convexp(["+foo=1", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert_one_clear_error(proc.returncode, proc.stderr, "'foo'", "nothing reads")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
