@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,12 @@ from convexp.optim import OPTIMIZERS, SCHEDULERS
 from convexp.precision import resolve_precision
 from convexp.runner import FitResult, Runner
 from convexp.schema import to_container, to_schema, value
-from convexp.signals import first_signal, install_signal_handlers, stop_requested
+from convexp.signals import (
+    SECOND_CTRL_C,
+    first_signal,
+    install_signal_handlers,
+    stop_requested,
+)
 from convexp.system import select_device, set_threads, thread_budget
 from convexp.validate import validate_config
 
@@ -133,6 +139,9 @@ def _report_errors(job, cfg, ctx: JobContext) -> float:
         raise SystemExit(2) from None
     except Stop as e:
         raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:  # a second Ctrl-C (convexp.signals): recorded, now one line
+        print(f"convexp: {SECOND_CTRL_C}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except JobExit as e:  # recorded already, e.g. a diverged run
         if ctx.multirun or not ctx.exit_on_failure:
             return math.nan
