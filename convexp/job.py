@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,11 +20,21 @@ from typing import Any
 
 import torch
 
-from convexp.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir, finite_or_none
+from convexp.atomic import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+    finite_or_none,
+)
 from convexp.errors import ConfigError
+from convexp.runner import os_error_text
 
 SUMMARY, METRICS = "summary.json", "metrics.jsonl"
 RESULT_FILES = (SUMMARY, METRICS, "checkpoints")
+# Room kept for the final summary.json: made when the job claims its dir, released to write the
+# last record when the disk is full (a final summary is a few KB).
+RESERVE, RESERVE_BYTES = ".convexp-reserve", 1 << 20
 
 
 @dataclass
@@ -55,6 +66,23 @@ class Stop(JobExit):
 
     def __init__(self, signum: int):
         super().__init__(128 + signum, f"stopped by signal {signum}")
+
+
+class WriteFailed(JobExit):
+    """A file of the run could not be written (e.g. a full disk): the job ends `failed`, its
+    reason naming the file and the cause, exit code 1."""
+
+    def __init__(self, path: Path, error: OSError):
+        self.reason = f"could not write {path}: {os_error_text(error)}"
+        super().__init__(1, f"run failed: {self.reason}")
+
+
+def write_or_fail(path: Path, write: Callable[[], Any]) -> Any:
+    """`write()`, with an OSError turned into WriteFailed naming `path`."""
+    try:
+        return write()
+    except OSError as e:
+        raise WriteFailed(path, e) from e
 
 
 def sweep_name(sweep_dir: str, experiment: str | None) -> str:
@@ -89,7 +117,9 @@ class Job:
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.logger = None
+        self.finished = False  # the final summary.json is written
         self._claim(resuming)
+        self._reserve()
 
     def _claim(self, resuming: bool) -> None:
         """Make the output dir this job's: refuse one that holds another run's results."""
@@ -117,10 +147,32 @@ class Job:
                 claim.unlink()
         self.write_summary()
 
-    def write_summary(self, **values) -> None:
+    def _reserve(self) -> None:
+        try:
+            atomic_write(self.out_dir / RESERVE, lambda f: f.write(bytes(RESERVE_BYTES)))
+        except OSError:  # too little room already: the run fails at its first write
+            pass
+
+    def release_reserve(self) -> None:
+        (self.out_dir / RESERVE).unlink(missing_ok=True)
+
+    def write_summary(self, final: bool = False, **values) -> None:
+        """Replace summary.json; `final`: the job's last record, written with the reserved
+        room if the disk is full. WriteFailed if it cannot be written."""
         self.summary.update(values, wall_s=round(time.time() - self.started, 3))
-        atomic_write_json(self.out_dir / SUMMARY, self.summary)
+        path = self.out_dir / SUMMARY
+        try:
+            atomic_write_json(path, self.summary)
+        except OSError as e:
+            if not (final and (self.out_dir / RESERVE).exists()):
+                raise WriteFailed(path, e) from e
+            self.release_reserve()
+            write_or_fail(path, lambda: atomic_write_json(path, self.summary))
+        if final:
+            self.finished = True
+            self.release_reserve()
 
     def write_metrics(self, history: list[dict]) -> None:
         lines = (json.dumps(finite_or_none(m)) + "\n" for m in history)
-        atomic_write_text(self.out_dir / METRICS, "".join(lines))
+        path = self.out_dir / METRICS
+        write_or_fail(path, lambda: atomic_write_text(path, "".join(lines)))

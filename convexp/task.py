@@ -33,7 +33,17 @@ from convexp.erf_maps import erf_stats, save_erf_png
 from convexp.errors import ConfigError, ConvexpError
 from convexp.export import export_onnx
 from convexp.introspect import ModelReport, describe
-from convexp.job import SUMMARY, Job, JobContext, JobExit, Stop, check_writable, sweep_name
+from convexp.job import (
+    SUMMARY,
+    Job,
+    JobContext,
+    JobExit,
+    Stop,
+    WriteFailed,
+    check_writable,
+    sweep_name,
+    write_or_fail,
+)
 from convexp.loggers import LOGGERS, NullLogger, build_logger
 from convexp.models import MNIST_SHAPE, MODELS, build_model, is_builtin, variant_of
 from convexp.optim import OPTIMIZERS, SCHEDULERS
@@ -324,10 +334,11 @@ def _train(cfg, ctx: JobContext) -> float:
             raise Stop(first_signal())
         return _finish(job, runner, runner.fit())
     except BaseException as e:
-        recorded = isinstance(e, JobExit) and job.summary["status"] != "running"
-        if not recorded:
+        if not job.finished:
             _record_failure(job, cfg, e, runner)
         raise
+    finally:
+        job.release_reserve()
 
 
 def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[str]) -> Runner:
@@ -400,14 +411,16 @@ def _record_failure(job: Job, cfg, error: BaseException, runner: Runner | None) 
         status, reason = "interrupted", "stopped by a signal before training"
     elif isinstance(error, KeyboardInterrupt):
         status, reason = "interrupted", "stopped by a second Ctrl-C"
+    elif isinstance(error, WriteFailed):
+        status, reason = "failed", error.reason
     elif isinstance(error, ConvexpError):
         status, reason = "failed", str(error)
     else:
         status, reason = "failed", f"{type(error).__name__}: {error}"
     try:
-        job.write_summary(status=status, reason=reason, **_progress_values(runner))
-    except OSError as write_error:  # e.g. the output dir itself is the problem
-        log.warning("could not write %s: %s", job.out_dir / SUMMARY, write_error)
+        job.write_summary(final=True, status=status, reason=reason, **_progress_values(runner))
+    except WriteFailed as write_error:  # e.g. the output dir itself is the problem
+        log.warning("%s", write_error.reason)
     if job.logger is None and job.ctx.multirun:
         logger_cls = LOGGERS.get(cfg.logger.name) if cfg.logger.name in LOGGERS else None
         if logger_cls is not None and logger_cls.records_failed_jobs:
@@ -444,6 +457,7 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         "train_samples_per_s": _overall_rate(history),
         "test_loss": None, "test_acc": None, "compiled": runner.ran_compiled,
     }
+    failure = None
     if result.status == "completed":
         started = time.perf_counter()
         values["test_loss"], values["test_acc"] = runner.evaluate(runner.data.test)
@@ -451,10 +465,20 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         log.info("test accuracy %s on %d images", values["test_acc"],
                  len(runner.data.test) if runner.data.test is not None else 0)
         started = time.perf_counter()
-        values.update(_analyse(job, runner))
+        try:
+            values.update(_analyse(job, runner))
+        except WriteFailed as e:
+            failure = e
         values["analysis_s"] = round(time.perf_counter() - started, 3)
-    job.write_metrics(history)
-    job.write_summary(**values)
+    if failure is None:
+        try:
+            job.write_metrics(history)
+        except WriteFailed as e:
+            failure = e
+    if failure is not None:  # a full disk: recorded as failed, with the file and the cause
+        first = f"{values['reason']}; then " if values["reason"] else ""
+        values.update(status="failed", reason=first + failure.reason)
+    job.write_summary(final=True, **values)
     logged = {k: v for k, v in values.items() if k != "reason" or v is not None}
     job.logger.update_summary(logged)
     ckpt = job.out_dir / "checkpoints" / "last.pt"
@@ -462,6 +486,9 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
     if result.status == "completed" and cfg.logger.get("log_model") and ckpt.is_file():
         job.logger.log_model(ckpt, f"model-{job.run_id}", {
             k: job.summary.get(k) for k in ("variant", "params", "macs", "test_acc")})
+    if failure is not None:
+        job.logger.finish(exit_code=1)
+        raise failure
     if result.status != "completed":
         log.warning("job %s: %s", result.status, result.reason)
     job.logger.finish(exit_code=0 if result.status == "completed" else 1)
@@ -488,15 +515,18 @@ def _analyse(job: Job, runner: Runner) -> dict:
         images = runner.inputs(split.images[:ERF_IMAGES])
         erf = effective_receptive_field(runner.model, images)
         rf = job.summary.get("receptive_field")
-        np.save(job.out_dir / "erf.npy", erf)
+        write_or_fail(job.out_dir / "erf.npy", lambda: np.save(job.out_dir / "erf.npy", erf))
         title = f"{job.summary['variant']} " + " ".join(
             f"{key[0]}{job.summary[key]}" for key in ("kernel_size", "dilation")
             if key in job.summary)
-        save_erf_png(erf, job.out_dir / "erf.png", title.strip(), rf=rf)
+        write_or_fail(job.out_dir / "erf.png", lambda: save_erf_png(
+            erf, job.out_dir / "erf.png", title.strip(), rf=rf))
         stats = erf_stats(erf, rf)
         values.update(erf_npy="erf.npy", erf_png="erf.png", erf_95=stats["erf_95"],
                       erf_rf_holes=stats.get("rf_holes"))
         job.logger.log_images({"erf": job.out_dir / "erf.png"})
+    except WriteFailed:  # a full disk fails the run, as any write of its results does
+        raise
     except Exception as e:  # noqa: BLE001 - the run's own results are complete
         log.warning("model analysis (latency, receptive field) failed: %s: %s",
                     type(e).__name__, e)
