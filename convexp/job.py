@@ -176,3 +176,22 @@ class Job:
         lines = (json.dumps(finite_or_none(m)) + "\n" for m in history)
         path = self.out_dir / METRICS
         write_or_fail(path, lambda: atomic_write_text(path, "".join(lines)))
+
+
+def record_lost_job(out_dir: Path, overrides: list[str], reason: str) -> None:
+    """Record as `failed` a job whose process died without recording itself (a worker killed
+    with SIGKILL, by the OOM killer): its summary.json says `running`, or it has none yet. A
+    summary that records an end already (e.g. `interrupted`) is kept."""
+    path = Path(out_dir) / SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        summary = {"overrides": overrides, "output_dir": str(out_dir)}
+    if summary.get("status", "running") != "running":
+        return
+    summary.update(status="failed", reason=reason)
+    try:
+        atomic_write_json(path, summary)
+    except OSError:  # the sweep's count line still names the job
+        pass
+    (Path(out_dir) / RESERVE).unlink(missing_ok=True)

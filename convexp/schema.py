@@ -20,6 +20,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from convexp.launcher_configs import quiet_launcher_schema_warning
+
 # The largest seed the seeding code takes: epoch orders and shifts are seeded with
 # seed * 1_000_003 + epoch (+ 500_000), which must stay below 2**63 for torch.Generator.
 MAX_SEED = 2**32 - 1
@@ -173,6 +175,7 @@ def _output_subdir(mode: Any, resume: str | None) -> str | None:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
+    quiet_launcher_schema_warning()
     # Cached: every read of the run dir in one process (and in a sweep's jobs, which copy the
     # cache) gives the same dir.
     if not OmegaConf.has_resolver("convexp.run_dir"):
