@@ -1,5 +1,6 @@
-"""Launchers whose sweep survives a killed worker: `hydra/launcher=joblib` and
-`hydra/launcher=submitit_local` (conf/hydra/launcher/*.yaml) name these.
+"""Sweeps that survive a killed worker: what the launchers that `hydra/launcher=joblib` and
+`hydra/launcher=submitit_local` name (hydra_plugins/convexp_launchers, where Hydra requires a
+launcher class to live; conf/hydra/launcher/*.yaml) run.
 
 Hydra's joblib launcher runs jobs in a loky pool: when one worker dies (SIGKILL, the OOM killer),
 loky breaks the whole pool and the sweep aborts with TerminatedWorkerError, the other running
@@ -24,14 +25,6 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
-from hydra_plugins.hydra_joblib_launcher import _core as joblib_core
-from hydra_plugins.hydra_joblib_launcher.joblib_launcher import (
-    JoblibLauncher as HydraJoblibLauncher,
-)
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
-    LocalLauncher as HydraLocalLauncher,
-)
-from joblib.externals import cloudpickle
 from omegaconf import open_dict
 
 from convexp.job import record_lost_job
@@ -40,8 +33,19 @@ from convexp.signals import first_signal, stop_requested
 log = logging.getLogger(__name__)
 
 
+def _pickler():
+    """cloudpickle where installed (as loky uses it: joblib's own copy is gone), else pickle:
+    the task function is module-level and Hydra's objects pickle either way."""
+    try:
+        import cloudpickle
+    except ImportError:
+        import pickle as cloudpickle
+    return cloudpickle
+
+
 def _run_pickled(payload: bytes, conn) -> None:
     """A worker process: run one job, send its JobReturn back."""
+    cloudpickle = _pickler()
     function, args = cloudpickle.loads(payload)
     result = function(*args)
     conn.send_bytes(cloudpickle.dumps(result))
@@ -49,17 +53,17 @@ def _run_pickled(payload: bytes, conn) -> None:
 
 
 def exit_reason(exitcode: int | None) -> str:
-    """Why a worker process ended without a result, e.g. `killed by signal 9 (SIGKILL)`."""
+    """Why a worker process ended without a result, e.g. `... killed by signal 9 (SIGKILL)`."""
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = "unknown signal"
-        return f"killed by signal {-exitcode} ({name})"
-    return f"exited with code {exitcode} before returning its result"
+        return f"its worker process was killed by signal {-exitcode} ({name})"
+    return f"its worker process exited with code {exitcode} before returning its result"
 
 
-def _lost(launcher, overrides: Sequence[str], job_num: int, why: str) -> JobReturn:
+def _lost(launcher, overrides: Sequence[str], job_num: int, reason: str) -> JobReturn:
     """Record a job whose worker died and return what a failed convexp job returns (NaN), so
     that the sweeper goes on."""
     config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config,
@@ -67,7 +71,6 @@ def _lost(launcher, overrides: Sequence[str], job_num: int, why: str) -> JobRetu
     with open_dict(config):
         config.hydra.job.num = job_num
     job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-    reason = f"its worker process was {why}"
     record_lost_job(job_dir, list(overrides), reason)
     log.error("[job %d] failed: %s", job_num, reason)
     return JobReturn(overrides=list(overrides), cfg=None, hydra_cfg=None,
@@ -75,83 +78,86 @@ def _lost(launcher, overrides: Sequence[str], job_num: int, why: str) -> JobRetu
                      status=JobStatus.COMPLETED, _return_value=math.nan)
 
 
-class JoblibLauncher(HydraJoblibLauncher):
-    """hydra/launcher=joblib: `n_jobs` jobs at a time, each in a fresh process (spawned)."""
+def launch_in_processes(launcher, job_overrides: Sequence[Sequence[str]],
+                        initial_job_idx: int) -> list[JobReturn]:
+    """hydra/launcher=joblib: `n_jobs` jobs at a time (the joblib launcher's field), each in a
+    fresh (spawned) process of its own, which runs what joblib's worker would."""
+    from hydra_plugins.hydra_joblib_launcher import _core as joblib_core
 
-    def launch(self, job_overrides: Sequence[Sequence[str]],
-               initial_job_idx: int) -> Sequence[JobReturn]:
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        n_jobs = int(self.joblib.get("n_jobs") or -1)
-        n_jobs = max(1, os.cpu_count() + 1 + n_jobs if n_jobs < 0 else n_jobs)
-        log.info("launching %d jobs, %d at a time, each in its own process; sweep output "
-                 "dir: %s", len(job_overrides), n_jobs, sweep_dir)
-        for idx, overrides in enumerate(job_overrides):
-            log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
-        context = multiprocessing.get_context("spawn")
-        singleton_state = Singleton.get_state()
-        pending = list(enumerate(job_overrides))
-        running: dict[int, tuple[Any, Any]] = {}
-        results: dict[int, JobReturn] = {}
-        while pending or running:
-            while pending and len(running) < n_jobs and not stop_requested():
-                idx, overrides = pending.pop(0)
-                payload = cloudpickle.dumps((joblib_core.execute_job, (
-                    initial_job_idx + idx, overrides, self.hydra_context, self.config,
-                    self.task_function, singleton_state)))
-                receive, send = context.Pipe(duplex=False)
-                process = context.Process(target=_run_pickled, args=(payload, send))
-                process.start()
-                send.close()
-                running[idx] = (process, receive)
-            if not running:  # stopped by a signal before the rest started
-                break
-            wait([p.sentinel for p, _ in running.values()] + [r for _, r in running.values()])
-            for idx, (process, receive) in list(running.items()):
-                result = None
-                if receive.poll():
-                    try:
-                        result = cloudpickle.loads(receive.recv_bytes())
-                    except (EOFError, OSError):  # died while sending
-                        result = None
-                elif process.is_alive():
-                    continue
-                process.join()
-                receive.close()
-                del running[idx]
-                results[idx] = result if result is not None else _lost(
-                    self, job_overrides[idx], initial_job_idx + idx,
-                    exit_reason(process.exitcode))
-        if stop_requested():
-            raise SystemExit(128 + first_signal())
-        return [results[idx] for idx in sorted(results)]
+    cloudpickle = _pickler()
+
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    n_jobs = int(launcher.joblib.get("n_jobs") or -1)
+    n_jobs = max(1, os.cpu_count() + 1 + n_jobs if n_jobs < 0 else n_jobs)
+    log.info("launching %d jobs, %d at a time, each in a process of its own; sweep output "
+             "dir: %s", len(job_overrides), n_jobs, sweep_dir)
+    for idx, overrides in enumerate(job_overrides):
+        log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
+    context = multiprocessing.get_context("spawn")
+    singleton_state = Singleton.get_state()
+    pending = list(enumerate(job_overrides))
+    running: dict[int, tuple[Any, Any]] = {}
+    results: dict[int, JobReturn] = {}
+    while pending or running:
+        while pending and len(running) < n_jobs and not stop_requested():
+            idx, overrides = pending.pop(0)
+            payload = cloudpickle.dumps((joblib_core.execute_job, (
+                initial_job_idx + idx, overrides, launcher.hydra_context, launcher.config,
+                launcher.task_function, singleton_state)))
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_run_pickled, args=(payload, send))
+            process.start()
+            send.close()
+            running[idx] = (process, receive)
+        if not running:  # stopped by a signal before the rest started
+            break
+        wait([p.sentinel for p, _ in running.values()] + [r for _, r in running.values()])
+        for idx, (process, receive) in list(running.items()):
+            result = None
+            if receive.poll():
+                try:
+                    result = cloudpickle.loads(receive.recv_bytes())
+                except (EOFError, OSError):  # died while sending
+                    result = None
+            elif process.is_alive():
+                continue
+            process.join()
+            receive.close()
+            del running[idx]
+            results[idx] = result if result is not None else _lost(
+                launcher, job_overrides[idx], initial_job_idx + idx,
+                exit_reason(process.exitcode))
+    if stop_requested():
+        raise SystemExit(128 + first_signal())
+    return [results[idx] for idx in sorted(results)]
 
 
-class LocalLauncher(HydraLocalLauncher):
-    """hydra/launcher=submitit_local: a job whose process dies is recorded, not fatal."""
+def launch_surviving_lost_jobs(launcher, launch, job_overrides: Sequence[Sequence[str]],
+                               initial_job_idx: int) -> list[JobReturn]:
+    """hydra/launcher=submitit_local: submitit's own `launch`, whose jobs run in processes of
+    their own already, with a job that ended without a result recorded as lost rather than
+    raised (submitit's UncompletedJobError aborted the sweep)."""
+    import submitit
 
-    def launch(self, job_overrides: Sequence[Sequence[str]],
-               initial_job_idx: int) -> Sequence[JobReturn]:
-        import submitit
+    map_array = submitit.AutoExecutor.map_array
+    submitted = []
 
-        map_array = submitit.AutoExecutor.map_array
-        submitted = []
+    def keep_jobs(executor, *args, **kwargs):
+        jobs = map_array(executor, *args, **kwargs)
+        submitted.extend(jobs)
+        return [_Result(job) for job in jobs]
 
-        def keep_jobs(executor, *args, **kwargs):
-            jobs = map_array(executor, *args, **kwargs)
-            submitted.extend(jobs)
-            return [_Result(job) for job in jobs]
-
-        submitit.AutoExecutor.map_array = keep_jobs
-        try:
-            returns = super().launch(job_overrides, initial_job_idx)
-        finally:
-            submitit.AutoExecutor.map_array = map_array
-        return [ret if ret is not None else _lost(
-                    self, job_overrides[i], initial_job_idx + i, _submitit_reason(submitted[i]))
-                for i, ret in enumerate(returns)]
+    submitit.AutoExecutor.map_array = keep_jobs
+    try:
+        returns = launch(job_overrides, initial_job_idx)
+    finally:
+        submitit.AutoExecutor.map_array = map_array
+    return [ret if ret is not None else _lost(
+                launcher, job_overrides[i], initial_job_idx + i, _submitit_reason(submitted[i]))
+            for i, ret in enumerate(returns)]
 
 
 class _Result:
@@ -168,6 +174,11 @@ class _Result:
 
 
 def _submitit_reason(job) -> str:
-    process = getattr(job, "_process", None)
-    code = process.poll() if process is not None else None
-    return exit_reason(code) if code is not None else f"lost (submitit state {job.state})"
+    """submitit's local controller reaps the job's process and exits 0 whatever happened to
+    it: the signal is not known here, only that no result came back."""
+    try:
+        state = job.state
+    except Exception:  # noqa: BLE001 - a state we cannot read changes nothing
+        state = "unknown"
+    return (f"its process ended without a result (submitit state {state}; killed by a "
+            "signal?)")

@@ -1,9 +1,10 @@
 """A killed worker does not sink the sweep (issue 18, point 4).
 
-A 4-job sweep with two jobs at a time; once the jobs run, one worker process gets SIGKILL (as
-the OOM killer sends it). The sweep goes on: the dead worker's job is recorded `failed` with the
-signal in its reason, the other three complete, the count line and the comparison report are
-written, and the sweep exits 1. For hydra/launcher=joblib and hydra/launcher=submitit_local.
+A 4-job sweep; once the jobs run, one worker process gets SIGKILL (as the OOM killer sends it).
+The sweep goes on: the dead worker's job is recorded `failed` (with the signal in its reason
+under joblib; submitit does not pass it on), the other three complete, the count line and the
+comparison report are written, and the sweep exits 1. For hydra/launcher=joblib (two jobs at a
+time) and hydra/launcher=submitit_local.
 """
 
 from __future__ import annotations
@@ -82,5 +83,9 @@ def test_a_killed_worker_fails_only_its_job(launcher, tmp_path):
     assert len(summaries) == 4
     failed = [s for s in summaries if s["status"] != "completed"]
     assert len(failed) == 1 and failed[0]["status"] == "failed", failed
-    assert "signal 9 (SIGKILL)" in failed[0]["reason"], failed[0]
-    assert "comparison report:" in output and list(sweep_dir.glob("**/comparison.md")), output[-2000:]
+    # submitit's local controller reaps the job's process and exits 0 whatever happened to
+    # it, so only joblib's reason can name the signal.
+    expected = "signal 9 (SIGKILL)" if launcher == "joblib" else "without a result"
+    assert expected in failed[0]["reason"], failed[0]
+    assert "comparison report:" in output, output[-2000:]
+    assert list(sweep_dir.glob("**/comparison.md"))
