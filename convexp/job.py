@@ -178,20 +178,21 @@ class Job:
         write_or_fail(path, lambda: atomic_write_text(path, "".join(lines)))
 
 
-def record_lost_job(out_dir: Path, overrides: list[str], reason: str) -> None:
+def record_lost_job(out_dir: Path, overrides: list[str], reason: str) -> bool:
     """Record as `failed` a job whose process died without recording itself (a worker killed
     with SIGKILL, by the OOM killer): its summary.json says `running`, or it has none yet. A
-    summary that records an end already (e.g. `interrupted`) is kept."""
+    summary that records an end already (e.g. `interrupted`) is kept: returns False."""
     path = Path(out_dir) / SUMMARY
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
         summary = {"overrides": overrides, "output_dir": str(out_dir)}
     if summary.get("status", "running") != "running":
-        return
+        return False
     summary.update(status="failed", reason=reason)
     try:
         atomic_write_json(path, summary)
     except OSError:  # the sweep's count line still names the job
         pass
     (Path(out_dir) / RESERVE).unlink(missing_ok=True)
+    return True

@@ -71,8 +71,8 @@ def _lost(launcher, overrides: Sequence[str], job_num: int, reason: str) -> JobR
     with open_dict(config):
         config.hydra.job.num = job_num
     job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-    record_lost_job(job_dir, list(overrides), reason)
-    log.error("[job %d] failed: %s", job_num, reason)
+    if record_lost_job(job_dir, list(overrides), reason):
+        log.error("[job %d] failed: %s", job_num, reason)
     return JobReturn(overrides=list(overrides), cfg=None, hydra_cfg=None,
                      working_dir=str(job_dir), task_name=str(config.hydra.job.name),
                      status=JobStatus.COMPLETED, _return_value=math.nan)
