@@ -4,6 +4,7 @@ sweep with -m."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
 from convexp.paths import CONFIG_DIR
-from convexp.signals import install_signal_handlers
+from convexp.signals import SECOND_CTRL_C, install_signal_handlers
 from convexp.system import keep_freed_memory
 from convexp.task import run
 
@@ -50,6 +51,9 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()
+    except KeyboardInterrupt:  # a second Ctrl-C outside a job (the job's own says it there)
+        print(f"convexp: {SECOND_CTRL_C}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except (HydraException, OmegaConfBaseException) as e:
         print(f"convexp: error: {error_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -3,6 +3,7 @@ A crash leaves either the old file or the new one, never a half-written one."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -61,3 +62,10 @@ def finite_or_none(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [finite_or_none(v) for v in obj]
     return obj
+
+
+def os_error_text(e: OSError) -> str:
+    """An OSError's cause in a few words, for a one-line reason ("no space left on device")."""
+    if e.errno == errno.ENOSPC:
+        return "no space left on device"
+    return e.strerror or str(e)

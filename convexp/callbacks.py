@@ -24,6 +24,7 @@ from convexp.report.wandb_upload import (
     report_group,
 )
 from convexp.schema import value
+from convexp.validate import mode_problems
 
 TOP = 5  # configurations shown at the end of a sweep
 
@@ -46,6 +47,11 @@ def _refuse(message: str) -> None:
 class ConvexpCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir)
+        # An option the mode does not take (resume=A mode=export) is refused before the run
+        # dir exists: a refused command leaves no empty dir behind.
+        problems = mode_problems(config)
+        if problems:
+            _refuse("invalid config: " + "; ".join(problems))
         if value(config.mode) == "train" and config.resume:
             try:
                 resolve_checkpoint(config.resume)

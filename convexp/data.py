@@ -265,6 +265,12 @@ def as_uint8_images(x: np.ndarray, where: Path) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
     if np.issubdtype(x.dtype, np.floating) and x.size:
+        nonfinite = int(np.count_nonzero(~np.isfinite(x)))
+        if nonfinite:
+            nan = int(np.count_nonzero(np.isnan(x)))
+            what = f"{nan} NaN" + (f" and {nonfinite - nan} infinite" if nonfinite > nan else "")
+            raise DataError(f"{where}: images hold {what} pixel values (of {x.size}); images "
+                            "must be uint8 pixels, or float32 pixels / 255 in [0, 1]")
         pixels = np.rint(x.astype(np.float64) * 255.0)
         # float32 k/255 is within ~3e-6 of k/255: 1e-3 of a grey level separates them.
         if (np.all(np.isfinite(x)) and pixels.min() >= 0 and pixels.max() <= 255
@@ -290,6 +296,8 @@ def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
             raise DataError(
                 f"{root / x_name}: expected images of shape (N, H, W), got {x.dtype} {x.shape}"
             )
+        if x.size == 0:
+            raise DataError(f"{root / x_name}: the array is empty (shape {x.shape}): no images")
         x = as_uint8_images(x, root / x_name)
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(
@@ -308,7 +316,14 @@ def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
             raise DataError(f"missing data file: {root / required} (data=npy reads "
                             f"x_train.npy and y_train_label.npy from data.root)")
     train = pair("x_train.npy", "y_train_label.npy")
-    has_test = (root / "x_test.npy").is_file() and (root / "y_test_label.npy").is_file()
+    test_files = [(root / name).is_file() for name in ("x_test.npy", "y_test_label.npy")]
+    if any(test_files) and not all(test_files):
+        found, missing = (("x_test.npy", "y_test_label.npy") if test_files[0]
+                          else ("y_test_label.npy", "x_test.npy"))
+        raise DataError(f"{root / found} has no {missing} beside it: a test set is the pair "
+                        "x_test.npy and y_test_label.npy (give both, or neither to train "
+                        "without a test set)")
+    has_test = all(test_files)
     test = pair("x_test.npy", "y_test_label.npy") if has_test else None
     if test is not None and test.images.shape[1:] != train.images.shape[1:]:
         raise DataError(f"{root}: test images are {tuple(test.images.shape[2:])}, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from convexp.checkpoint import load_checkpoint, resolve_checkpoint
+from convexp.checkpoint import check_trusted, load_checkpoint, resolve_checkpoint
 from convexp.errors import ConfigError
 from convexp.models import MNIST_SHAPE, build_model
 from convexp.schema import to_schema
@@ -16,9 +16,13 @@ from convexp.schema import to_schema
 log = logging.getLogger(__name__)
 
 
-def load_trained_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The model of a checkpoint, rebuilt from its own config, in eval mode on the CPU."""
+def load_trained_model(checkpoint: str | Path, named_target: str | None = None,
+                       trust: bool = False) -> tuple[torch.nn.Module, dict]:
+    """The model of a checkpoint, rebuilt from its own config, in eval mode on the CPU. A
+    model that the checkpoint names by `_target_` is built only if `named_target` (the user's
+    own model config's) is the same, or with `trust` (see checkpoint.check_trusted)."""
     ckpt = load_checkpoint(checkpoint)
+    check_trusted(ckpt, resolve_checkpoint(checkpoint), named_target, trust)
     cfg = to_schema(ckpt["config"])
     image_shape = tuple(ckpt.get("image_shape", MNIST_SHAPE))
     model = build_model(cfg.model, image_shape, ckpt.get("num_classes", 10))
@@ -44,15 +48,17 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
-def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 18) -> Path:
+def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 18,
+                named_target: str | None = None, trust: bool = False) -> Path:
     """Write the checkpoint's model as ONNX with a dynamic batch dimension, check it with
-    onnx's checker, and return the file's path."""
+    onnx's checker, and return the file's path. `named_target` and `trust`: see
+    load_trained_model."""
     try:
         import onnx
     except ImportError as e:
         raise ConfigError('ONNX export needs the export extra: pip install -e ".[export]"') from e
     source = resolve_checkpoint(checkpoint)
-    model, ckpt = load_trained_model(source)
+    model, ckpt = load_trained_model(source, named_target, trust)
     example = torch.zeros(2, *ckpt["image_shape"])
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,14 +12,26 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from convexp.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir, finite_or_none
+from convexp.atomic import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+    finite_or_none,
+    os_error_text,
+)
 from convexp.errors import ConfigError
 from convexp.record import METRICS, RESULT_FILES, RUNNING, SUMMARY
+
+# Room kept for the final summary.json: made when the job claims its dir, released to write the
+# last record when the disk is full (a final summary is a few KB).
+RESERVE, RESERVE_BYTES = ".convexp-reserve", 1 << 20
 
 
 @dataclass
@@ -53,6 +65,23 @@ class Stop(JobExit):
         super().__init__(128 + signum, f"stopped by signal {signum}")
 
 
+class WriteFailed(JobExit):
+    """A file of the run could not be written (e.g. a full disk): the job ends `failed`, its
+    reason naming the file and the cause, exit code 1."""
+
+    def __init__(self, path: Path, error: OSError):
+        self.reason = f"could not write {path}: {os_error_text(error)}"
+        super().__init__(1, f"run failed: {self.reason}")
+
+
+def write_or_fail(path: Path, write: Callable[[], Any]) -> Any:
+    """`write()`, with an OSError turned into WriteFailed naming `path`."""
+    try:
+        return write()
+    except OSError as e:
+        raise WriteFailed(path, e) from e
+
+
 def holds_results(out_dir: Path) -> list[str]:
     """The result files of a run found in `out_dir`."""
     return [name for name in RESULT_FILES if (Path(out_dir) / name).exists()]
@@ -81,7 +110,9 @@ class Job:
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.logger = None
+        self.finished = False  # the final summary.json is written
         self._claim(resuming)
+        self._reserve()
 
     def _claim(self, resuming: bool) -> None:
         """Make the output dir this job's: refuse one that holds another run's results."""
@@ -109,10 +140,52 @@ class Job:
                 claim.unlink()
         self.write_summary()
 
-    def write_summary(self, **values) -> None:
+    def _reserve(self) -> None:
+        try:
+            atomic_write(self.out_dir / RESERVE, lambda f: f.write(bytes(RESERVE_BYTES)))
+        except OSError:  # too little room already: the run fails at its first write
+            pass
+
+    def release_reserve(self) -> None:
+        (self.out_dir / RESERVE).unlink(missing_ok=True)
+
+    def write_summary(self, final: bool = False, **values) -> None:
+        """Replace summary.json; `final`: the job's last record, written with the reserved
+        room if the disk is full. WriteFailed if it cannot be written."""
         self.summary.update(values, wall_s=round(time.time() - self.started, 3))
-        atomic_write_json(self.out_dir / SUMMARY, self.summary)
+        path = self.out_dir / SUMMARY
+        try:
+            atomic_write_json(path, self.summary)
+        except OSError as e:
+            if not (final and (self.out_dir / RESERVE).exists()):
+                raise WriteFailed(path, e) from e
+            self.release_reserve()
+            write_or_fail(path, lambda: atomic_write_json(path, self.summary))
+        if final:
+            self.finished = True
+            self.release_reserve()
 
     def write_metrics(self, history: list[dict]) -> None:
         lines = (json.dumps(finite_or_none(m)) + "\n" for m in history)
-        atomic_write_text(self.out_dir / METRICS, "".join(lines))
+        path = self.out_dir / METRICS
+        write_or_fail(path, lambda: atomic_write_text(path, "".join(lines)))
+
+
+def record_lost_job(out_dir: Path, overrides: list[str], reason: str) -> bool:
+    """Record as `failed` a job whose process died without recording itself (a worker killed
+    with SIGKILL, by the OOM killer): its summary.json says `running`, or it has none yet. A
+    summary that records an end already (e.g. `interrupted`) is kept: returns False."""
+    path = Path(out_dir) / SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        summary = {"overrides": overrides, "output_dir": str(out_dir)}
+    if summary.get("status", "running") != "running":
+        return False
+    summary.update(status="failed", reason=reason)
+    try:
+        atomic_write_json(path, summary)
+    except OSError:  # the sweep's count line still names the job
+        pass
+    (Path(out_dir) / RESERVE).unlink(missing_ok=True)
+    return True

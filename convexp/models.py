@@ -13,6 +13,7 @@ dilation, so one sweep over kernel_size x dilation applies to every variant.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -63,9 +64,27 @@ def import_builder(target: str) -> Callable[..., nn.Module]:
     if builder is None:
         where_from = getattr(module, "__file__", None) or module_name
         raise ConfigError(f"{where}: module {module_name!r} ({where_from}) has no {attr!r}")
-    if not callable(builder):
-        raise ConfigError(f"{where} is a {type(builder).__name__}, not a function")
+    check_builder(builder, where)
     return builder
+
+
+BUILDER_SIGNATURE = "def NAME(cfg, image_shape=(1, 28, 28), num_classes=10) -> nn.Module"
+
+
+def check_builder(builder, where: str) -> None:
+    """A model builder is a Python function (or an nn.Module class) that takes a registered
+    builder's arguments: anything else a `_target_` names (`os.system`, a builtin, a class
+    that runs something) is refused before it is called."""
+    is_module_class = inspect.isclass(builder) and issubclass(builder, nn.Module)
+    if not (inspect.isfunction(builder) or is_module_class):
+        kind = "class" if inspect.isclass(builder) else type(builder).__name__
+        raise ConfigError(f"{where} is a {kind}, not a Python function; a model builder is "
+                          f"{BUILDER_SIGNATURE}")
+    try:
+        inspect.signature(builder).bind(None, image_shape=MNIST_SHAPE, num_classes=10)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where} does not take a model builder's arguments ({e}); a model "
+                          f"builder is {BUILDER_SIGNATURE}") from None
 
 
 def build_model(cfg, image_shape: tuple[int, int, int] = MNIST_SHAPE, num_classes: int = 10):

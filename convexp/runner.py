@@ -9,7 +9,6 @@ batching belong to `convexp.data.TrainLoader`: the loop only consumes batches.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import sys
 import time
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from convexp.atomic import os_error_text
 from convexp.checkpoint import LAST, checkpoint_dir, rng_state, save_checkpoint, set_rng_state
 from convexp.data import Dataset, Normalizer, Split, TrainLoader
 from convexp.errors import ConfigError
@@ -289,12 +289,6 @@ def _compiled_graph_count() -> int:
     from torch._dynamo.utils import counters
 
     return counters["stats"]["unique_graphs"]
-
-
-def os_error_text(e: OSError) -> str:
-    if e.errno == errno.ENOSPC:
-        return "no space left on device"
-    return e.strerror or str(e)
 
 
 class ProgressReport:

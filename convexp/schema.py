@@ -20,6 +20,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from convexp.launcher_configs import quiet_launcher_schema_warning
+
 # The largest seed the seeding code takes: epoch orders and shifts are seeded with
 # seed * 1_000_003 + epoch (+ 500_000), which must stay below 2**63 for torch.Generator.
 MAX_SEED = 2**32 - 1
@@ -130,6 +132,8 @@ class Config:
     mode: Mode = Mode.train
     resume: str | None = None  # a run dir or checkpoint file to continue from
     checkpoint: str | None = None  # mode=export: the checkpoint (or run dir) to export
+    # Build a `_target_` model that only the checkpoint (resume= or checkpoint=) names.
+    trust_checkpoint: bool = False
     objective: Objective = Objective.best_val_acc
 
 
@@ -171,6 +175,7 @@ def _output_subdir(mode: Any, resume: str | None) -> str | None:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
+    quiet_launcher_schema_warning()
     # Cached: every read of the run dir in one process (and in a sweep's jobs, which copy the
     # cache) gives the same dir.
     if not OmegaConf.has_resolver("convexp.run_dir"):

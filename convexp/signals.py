@@ -9,6 +9,7 @@ import signal
 log = logging.getLogger("convexp")
 
 _received: list[int] = []
+SECOND_CTRL_C = "stopped at once by a second Ctrl-C, without a checkpoint of the current step"
 
 
 def _on_signal(signum, frame):

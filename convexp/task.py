@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,13 +29,22 @@ from omegaconf import DictConfig, OmegaConf
 from convexp import wandb_env
 from convexp.analysis import effective_receptive_field, inference_latency_ms
 from convexp.auto import resolve_auto
-from convexp.checkpoint import load_checkpoint, resolve_checkpoint
+from convexp.checkpoint import TRUST_OPTION, check_trusted, load_checkpoint, resolve_checkpoint
 from convexp.data import DATASETS, load_dataset
 from convexp.erf_maps import erf_stats, save_erf_png
 from convexp.errors import ConfigError, ConvexpError
 from convexp.export import export_onnx
 from convexp.introspect import describe_model
-from convexp.job import SUMMARY, Job, JobContext, JobExit, Stop, check_writable
+from convexp.job import (
+    SUMMARY,
+    Job,
+    JobContext,
+    JobExit,
+    Stop,
+    WriteFailed,
+    check_writable,
+    write_or_fail,
+)
 from convexp.loggers import LOGGERS, NullLogger, build_logger, wandb_config
 from convexp.models import MODELS, build_model, is_builtin
 from convexp.naming import config_label, run_name, sweep_group, sweep_tag, sync_glob
@@ -42,7 +52,12 @@ from convexp.optim import OPTIMIZERS, SCHEDULERS
 from convexp.record import OBJECTIVE, OBJECTIVE_VALUE, WANDB_ONLINE_UNAVAILABLE
 from convexp.runner import FitResult, Runner
 from convexp.schema import to_container, to_schema, value
-from convexp.signals import first_signal, install_signal_handlers, stop_requested
+from convexp.signals import (
+    SECOND_CTRL_C,
+    first_signal,
+    install_signal_handlers,
+    stop_requested,
+)
 from convexp.system import select_device, set_threads, thread_budget
 from convexp.validate import validate_config
 from convexp.variants import variant_of
@@ -58,6 +73,7 @@ REGISTRIES = {"model": MODELS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
 RESUME_MAY_CHANGE = ("trainer.progress", "trainer.progress_every_s", "trainer.threads",
                      "trainer.checkpoint", "logger", "hydra")
 EXTENDS_RUN = "trainer.max_epochs"
+_ABSENT = object()
 
 
 def hydra_context() -> JobContext:
@@ -125,6 +141,9 @@ def _report_errors(job, cfg, ctx: JobContext) -> float:
         raise SystemExit(2) from None
     except Stop as e:
         raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:  # a second Ctrl-C (convexp.signals): recorded, now one line
+        print(f"convexp: {SECOND_CTRL_C}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except JobExit as e:  # recorded already, e.g. a diverged run
         if ctx.multirun or not ctx.exit_on_failure:
             return math.nan
@@ -158,7 +177,8 @@ def _export(cfg, ctx: JobContext) -> float:
     # rest of that run's results are.
     out_dir = source.parent.parent if source.parent.name == "checkpoints" else source.parent
     check_writable(out_dir)
-    path = export_onnx(source, out_dir / "model.onnx")
+    path = export_onnx(source, out_dir / "model.onnx", named_target=cfg.model.get("_target_"),
+                       trust=bool(cfg.trust_checkpoint))
     print(f"wrote {path} (open it in Netron: https://netron.app)")
     return math.nan
 
@@ -194,11 +214,19 @@ def resume_config(cli_cfg, ctx: JobContext) -> tuple[DictConfig, dict, list[str]
     not change what it trains (RESUME_MAY_CHANGE) applied. Returns it, the checkpoint and the
     overrides to record (the original run's, so compare pools the job with its seeds)."""
     ckpt = load_checkpoint(cli_cfg.resume)
+    check_trusted(ckpt, resolve_checkpoint(cli_cfg.resume), cli_cfg.model.get("_target_"),
+                  bool(cli_cfg.trust_checkpoint))
     resumed = to_schema(ckpt["config"])
     problems, recorded = [], list(ckpt.get("overrides", []))
     for override in ctx.overrides:
         key = _override_key(override)
-        if key == "resume":
+        if key in ("resume", TRUST_OPTION) or key.startswith("hydra/"):
+            continue
+        if OmegaConf.select(cli_cfg, key, default=_ABSENT) is _ABSENT:
+            # A preset such as debug=fast or experiment=...: it sets other keys, so it
+            # changes what the checkpoint trains unless the original run was given it too.
+            if override not in recorded:
+                problems.append(f"{override} (a preset the checkpoint's run was not given)")
             continue
         new = OmegaConf.select(cli_cfg, key, default=None)
         if _allowed_on_resume(key) and not key.startswith("hydra"):
@@ -300,10 +328,11 @@ def _train(cfg, ctx: JobContext) -> float:
             raise Stop(first_signal())
         return _finish(job, runner, runner.fit())
     except BaseException as e:
-        recorded = isinstance(e, JobExit) and job.summary["status"] != "running"
-        if not recorded:
+        if not job.finished:
             _record_failure(job, cfg, e, runner)
         raise
+    finally:
+        job.release_reserve()
 
 
 def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[str]) -> Runner:
@@ -370,14 +399,16 @@ def _record_failure(job: Job, cfg, error: BaseException, runner: Runner | None) 
         status, reason = "interrupted", "stopped by a signal before training"
     elif isinstance(error, KeyboardInterrupt):
         status, reason = "interrupted", "stopped by a second Ctrl-C"
+    elif isinstance(error, WriteFailed):
+        status, reason = "failed", error.reason
     elif isinstance(error, ConvexpError):
         status, reason = "failed", str(error)
     else:
         status, reason = "failed", f"{type(error).__name__}: {error}"
     try:
-        job.write_summary(status=status, reason=reason, **_progress_values(runner))
-    except OSError as write_error:  # e.g. the output dir itself is the problem
-        log.warning("could not write %s: %s", job.out_dir / SUMMARY, write_error)
+        job.write_summary(final=True, status=status, reason=reason, **_progress_values(runner))
+    except WriteFailed as write_error:  # e.g. the output dir itself is the problem
+        log.warning("%s", write_error.reason)
     if job.logger is None and job.ctx.multirun:
         logger_cls = LOGGERS.get(cfg.logger.name) if cfg.logger.name in LOGGERS else None
         if logger_cls is not None and logger_cls.records_failed_jobs:
@@ -409,6 +440,7 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         "train_samples_per_s": _overall_rate(history),
         "test_loss": None, "test_acc": None, "compiled": runner.ran_compiled,
     }
+    failure = None
     if result.status == "completed":
         started = time.perf_counter()
         values["test_loss"], values["test_acc"] = runner.evaluate(runner.data.test)
@@ -416,13 +448,23 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
         log.info("test accuracy %s on %d images", values["test_acc"],
                  len(runner.data.test) if runner.data.test is not None else 0)
         started = time.perf_counter()
-        values.update(_analyse(job, runner))
+        try:
+            values.update(_analyse(job, runner))
+        except WriteFailed as e:
+            failure = e
         values["analysis_s"] = round(time.perf_counter() - started, 3)
     # The metric the sweep maximises, and its value: the report ranks on it, not on test_acc.
     objective = value(runner.cfg.objective)
     values.update({OBJECTIVE: objective, OBJECTIVE_VALUE: {**job.summary, **values}.get(objective)})
-    job.write_metrics(history)
-    job.write_summary(**values)
+    if failure is None:
+        try:
+            job.write_metrics(history)
+        except WriteFailed as e:
+            failure = e
+    if failure is not None:  # a full disk: recorded as failed, with the file and the cause
+        first = f"{values['reason']}; then " if values["reason"] else ""
+        values.update(status="failed", reason=first + failure.reason)
+    job.write_summary(final=True, **values)
     logged = {k: v for k, v in values.items() if k != "reason" or v is not None}
     job.logger.update_summary(logged)
     ckpt = job.out_dir / "checkpoints" / "last.pt"
@@ -430,6 +472,9 @@ def _finish(job: Job, runner: Runner, result: FitResult) -> float:
     if result.status == "completed" and cfg.logger.get("log_model") and ckpt.is_file():
         job.logger.log_model(ckpt, f"model-{job.run_id}", {
             k: job.summary.get(k) for k in ("variant", "params", "macs", "test_acc")})
+    if failure is not None:
+        job.logger.finish(exit_code=1)
+        raise failure
     if result.status != "completed":
         log.warning("job %s: %s", result.status, result.reason)
     job.logger.finish(exit_code=0 if result.status == "completed" else 1)
@@ -456,14 +501,17 @@ def _analyse(job: Job, runner: Runner) -> dict:
         images = runner.inputs(split.images[:ERF_IMAGES])
         erf = effective_receptive_field(runner.model, images)
         rf = job.summary.get("receptive_field")
-        np.save(job.out_dir / "erf.npy", erf)
+        write_or_fail(job.out_dir / "erf.npy", lambda: np.save(job.out_dir / "erf.npy", erf))
         title = config_label(job.summary["variant"], job.summary.get("kernel_size"),
                              job.summary.get("dilation"))
-        save_erf_png(erf, job.out_dir / "erf.png", title, rf=rf)
+        write_or_fail(job.out_dir / "erf.png", lambda: save_erf_png(
+            erf, job.out_dir / "erf.png", title, rf=rf))
         stats = erf_stats(erf, rf)
         values.update(erf_npy="erf.npy", erf_png="erf.png", erf_95=stats["erf_95"],
                       erf_rf_holes=stats.get("rf_holes"))
         job.logger.log_images({"erf": job.out_dir / "erf.png"})
+    except WriteFailed:  # a full disk fails the run, as any write of its results does
+        raise
     except Exception as e:  # noqa: BLE001 - the run's own results are complete
         log.warning("model analysis (latency, receptive field) failed: %s: %s",
                     type(e).__name__, e)

@@ -7,13 +7,14 @@ option's schema, since Hydra's `+key=value` appends a key past it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from convexp.errors import ConfigError
-from convexp.schema import GROUPS, MAX_SEED, option_schema, to_container, value
+from convexp.schema import GROUPS, MAX_SEED, Config, option_schema, to_container, value
 
 
 def _finite(x) -> bool:
@@ -75,18 +76,36 @@ def _checks(cfg):
         yield "model.kernel_size", m.kernel_size, m.kernel_size >= 1, "must be >= 1"
         yield "model.dilation", m.dilation, m.dilation >= 1, "must be >= 1"
         yield "model.dropout", m.dropout, 0 <= m.dropout < 1, "must lie in [0, 1)"
+    yield from mode_checks(cfg)
+
+
+def mode_checks(cfg):
+    """(key, value, ok, rule) for the options that apply to one mode only: checked before the
+    run dir is made too (convexp.callbacks), so a refused command leaves no dir behind."""
     mode = value(cfg.mode)
     if cfg.resume is not None:
         yield "resume", cfg.resume, mode == "train", "applies only to mode=train"
     if cfg.checkpoint is not None:
         yield "checkpoint", cfg.checkpoint, mode == "export", "applies only to mode=export"
+    if cfg.get("trust_checkpoint"):
+        yield ("trust_checkpoint", True, cfg.resume is not None or cfg.checkpoint is not None,
+               "applies only with resume=... or mode=export checkpoint=...")
+
+
+def _failed(checks) -> list[str]:
+    return [f"{key}={val!r} {rule}" for key, val, ok, rule in checks if not ok]
+
+
+def mode_problems(cfg) -> list[str]:
+    """What `mode_checks` refuses, one phrase each."""
+    return _failed(mode_checks(cfg))
 
 
 def validate_config(cfg, registries: dict) -> None:
     """Raise ConfigError naming every out-of-range field, every field that does not apply to
     its option, and every unknown option name. `registries` maps each group to its registry."""
     problems = [_schema_problem(cfg, group) for group in GROUPS]
-    problems = [p for p in problems if p]
+    problems = [p for p in [_top_level_problem(cfg), *problems] if p]
     for group, registry in registries.items():
         node = cfg[group]
         if group == "model" and "_target_" in node:
@@ -95,9 +114,27 @@ def validate_config(cfg, registries: dict) -> None:
             problems.append(f"{group}.name={node.name!r} is unknown; registered: "
                             f"{', '.join(registry.names())}")
     if not problems:
-        problems = [f"{key}={val!r} {rule}" for key, val, ok, rule in _checks(cfg) if not ok]
+        problems = _failed(_checks(cfg))
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+    if cfg.model.get("_target_") is not None:
+        # From YAML or `+model._target_=...`: it must import to a model builder, checked
+        # before any data is loaded (convexp.models imports torch: imported here, not above).
+        from convexp.models import import_builder
+
+        import_builder(cfg.model._target_)
+
+
+def _top_level_problem(cfg) -> str | None:
+    """A top-level key that nothing reads: Hydra's `+foo=1` appends past the schema, and a
+    typo such as `+sed=3` would otherwise train with the default seed."""
+    known = {f.name for f in dataclasses.fields(Config)} | {"hydra"}
+    unknown = [key for key in cfg if key not in known]
+    if not unknown:
+        return None
+    return (f"top-level {', '.join(map(repr, unknown))}: nothing reads "
+            f"{'it' if len(unknown) == 1 else 'them'} (a typo? convexp's top-level keys: "
+            f"{', '.join(sorted(known - {'hydra'}))})")
 
 
 def _schema_problem(cfg, group: str) -> str | None:

@@ -396,6 +396,13 @@ def write_npy(root: Path, x=None, y=None) -> Path:
      ["x_train.npy", "float images must be uint8 pixels / 255", "200..200"]),
     ("int16 images", np.zeros((64, 28, 28), np.int16), None,
      ["x_train.npy", "uint8", "int16"]),
+    ("NaN pixels", np.where(np.arange(64 * 28 * 28).reshape(64, 28, 28) % 100 == 0, np.nan,
+                            0.0).astype(np.float32), None,
+     ["x_train.npy", f"{len(range(0, 64 * 28 * 28, 100))} NaN"]),
+    ("empty array", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64),
+     ["x_train.npy", "empty", "(0, 28, 28)"]),
+    ("empty float array", np.zeros((0, 28, 28), np.float32), np.zeros(0, np.int64),
+     ["x_train.npy", "empty"]),
     ("2-D labels", None, np.zeros((64, 1), np.int64), ["y_train_label.npy", "shape (N,)"]),
     ("float labels", None, np.zeros(64, np.float32), ["y_train_label.npy", "integer labels"]),
     ("label 10", None, np.arange(64) % 11, ["y_train_label.npy", "0-9", "0..10"]),
@@ -414,6 +421,18 @@ def test_missing_npy_labels(tmp_path, refused):
     (root / "y_train_label.npy").unlink()
     code, err = refused([*NPY, f"data.root={root}"])
     assert_one_clear_error(code, err, "missing data file", str(root / "y_train_label.npy"))
+    assert_no_result(tmp_path / "run")
+
+
+@pytest.mark.parametrize("present, absent", [("x_test.npy", "y_test_label.npy"),
+                                             ("y_test_label.npy", "x_test.npy")])
+def test_half_a_test_pair_is_refused(present, absent, tmp_path, refused):
+    root = write_npy(tmp_path / "data")
+    arrays = {"x_test.npy": np.zeros((16, 28, 28), np.uint8),
+              "y_test_label.npy": np.arange(16) % 10}
+    np.save(root / present, arrays[present])
+    code, err = refused([*NPY, f"data.root={root}"])
+    assert_one_clear_error(code, err, str(root / present), absent)
     assert_no_result(tmp_path / "run")
 
 

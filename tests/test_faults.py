@@ -233,6 +233,41 @@ def test_sigterm_during_setup_leaves_interrupted_summary(tmp_path):
     assert rc == 128 + signal.SIGTERM
 
 
+# Two Ctrl-C as the first epoch is recorded, sent by the process to itself so that the second
+# surely lands before the first has stopped the run (two signals sent from outside may arrive
+# as one). Everything else is `python -m convexp` as a user runs it.
+TWO_CTRL_C = """
+import os, signal, sys
+import convexp.job
+from convexp.__main__ import main
+
+write_metrics = convexp.job.Job.write_metrics
+
+def write_then_interrupt(self, history):
+    write_metrics(self, history)
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+
+convexp.job.Job.write_metrics = write_then_interrupt
+sys.argv = ["convexp", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
+    cmd = cli_command([*FAST_RUN, "trainer.max_epochs=3"], tmp_path)
+    proc = subprocess.run([cmd[0], "-c", TWO_CTRL_C, *cmd[3:]], cwd=tmp_path,
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=1500)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 128 + signal.SIGINT, f"exit {proc.returncode}\n{output[-3000:]}"
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("convexp:")]
+    assert len(lines) == 1 and "second Ctrl-C" in lines[0], output[-3000:]
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "interrupted" and "second Ctrl-C" in summary["reason"]
+    assert summary["epochs_completed"] == 1
+
+
 # --- atomic writes --------------------------------------------------------------------------
 
 

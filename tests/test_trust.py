@@ -26,7 +26,7 @@ from hydra.errors import ConfigCompositionException
 
 import convexp.atomic
 from convexp.api import compose_config, train
-from convexp.checkpoint import load_checkpoint
+from convexp.checkpoint import load_checkpoint, save_checkpoint
 from convexp.data import BUNDLED_MNIST, IDX_FILES, IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 QUICK = ["debug=fast", "trainer.progress=false"]
@@ -153,6 +153,30 @@ def test_resume_trains_and_records_the_checkpoints_config(interrupted_run, tmp_p
     again = run_cli([f"resume={interrupted_run}"], tmp_path, check_rc=0)
     assert "already completed" in again.stdout + again.stderr, proc.stdout
     assert read_summary(interrupted_run) == summary
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_resume_refuses_a_preset_the_run_was_not_given(interrupted_run, tmp_path):
+    """debug=fast sets keys of its own (data sizes, epochs): on a run started without it, it
+    would change what the checkpoint trains."""
+    run_dir = tmp_path / "copy"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ckpt = load_checkpoint(interrupted_run)
+    ckpt["overrides"] = [o for o in ckpt["overrides"] if o != "debug=fast"]
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
+    (run_dir / "summary.json").write_text((interrupted_run / "summary.json").read_text())
+    proc = run_cli([f"resume={run_dir}", "debug=fast"], tmp_path, run_dir=False)
+    one_error_line(proc, "debug=fast", "preset")
+    # The run that was given it may be resumed with it: nothing changes (checked without
+    # training: with an override that is refused, the preset is not named).
+    proc = run_cli([f"resume={interrupted_run}", "debug=fast", "optimizer.lr=0.5"], tmp_path,
+                   run_dir=False)
+    assert "debug=fast" not in one_error_line(proc, "optimizer.lr=0.5")
+
+
+def test_a_refused_resume_export_leaves_no_dir(interrupted_run, tmp_path):
+    proc = run_cli([f"resume={interrupted_run}", "mode=export"], tmp_path, run_dir=False)
+    one_error_line(proc, "resume=", "applies only to mode=train")
     assert not (tmp_path / "outputs").exists()
 
 

@@ -1,0 +1,184 @@
+"""Sweeps that survive a killed worker: what the launchers that `hydra/launcher=joblib` and
+`hydra/launcher=submitit_local` name (hydra_plugins/convexp_launchers, where Hydra requires a
+launcher class to live; conf/hydra/launcher/*.yaml) run.
+
+Hydra's joblib launcher runs jobs in a loky pool: when one worker dies (SIGKILL, the OOM killer),
+loky breaks the whole pool and the sweep aborts with TerminatedWorkerError, the other running
+job killed with it and the rest never run. Here each job runs in a process of its own (at most
+`n_jobs` at a time, as joblib would), so a dead worker takes only its own job. Its job is
+recorded `failed` with the signal in its reason (convexp.job.record_lost_job), the rest run,
+and the sweep ends with its count line, its report and exit 1. The submitit_local launcher's
+jobs already run in their own processes; only collecting their results aborted the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import signal
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from omegaconf import open_dict
+
+from convexp.job import record_lost_job
+from convexp.signals import first_signal, stop_requested
+
+log = logging.getLogger(__name__)
+
+
+def _pickler():
+    """cloudpickle where installed (as loky uses it: joblib's own copy is gone), else pickle:
+    the task function is module-level and Hydra's objects pickle either way."""
+    try:
+        import cloudpickle
+    except ImportError:
+        import pickle as cloudpickle
+    return cloudpickle
+
+
+def _run_pickled(payload: bytes, conn) -> None:
+    """A worker process: run one job, send its JobReturn back."""
+    cloudpickle = _pickler()
+    function, args = cloudpickle.loads(payload)
+    result = function(*args)
+    conn.send_bytes(cloudpickle.dumps(result))
+    conn.close()
+
+
+def exit_reason(exitcode: int | None) -> str:
+    """Why a worker process ended without a result, e.g. `... killed by signal 9 (SIGKILL)`."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"its worker process was killed by signal {-exitcode} ({name})"
+    return f"its worker process exited with code {exitcode} before returning its result"
+
+
+def _lost(launcher, overrides: Sequence[str], job_num: int, reason: str) -> JobReturn:
+    """Record a job whose worker died and return what a failed convexp job returns (NaN), so
+    that the sweeper goes on."""
+    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config,
+                                                                    list(overrides))
+    with open_dict(config):
+        config.hydra.job.num = job_num
+    job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    if record_lost_job(job_dir, list(overrides), reason):
+        log.error("[job %d] failed: %s", job_num, reason)
+    return JobReturn(overrides=list(overrides), cfg=None, hydra_cfg=None,
+                     working_dir=str(job_dir), task_name=str(config.hydra.job.name),
+                     status=JobStatus.COMPLETED, _return_value=math.nan)
+
+
+def launch_in_processes(launcher, job_overrides: Sequence[Sequence[str]],
+                        initial_job_idx: int) -> list[JobReturn]:
+    """hydra/launcher=joblib: `n_jobs` jobs at a time (the joblib launcher's field), each in a
+    fresh (spawned) process of its own, which runs what joblib's worker would."""
+    from hydra_plugins.hydra_joblib_launcher import _core as joblib_core
+
+    cloudpickle = _pickler()
+
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    n_jobs = int(launcher.joblib.get("n_jobs") or -1)
+    n_jobs = max(1, os.cpu_count() + 1 + n_jobs if n_jobs < 0 else n_jobs)
+    log.info("launching %d jobs, %d at a time, each in a process of its own; sweep output "
+             "dir: %s", len(job_overrides), n_jobs, sweep_dir)
+    for idx, overrides in enumerate(job_overrides):
+        log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
+    context = multiprocessing.get_context("spawn")
+    singleton_state = Singleton.get_state()
+    pending = list(enumerate(job_overrides))
+    running: dict[int, tuple[Any, Any]] = {}
+    results: dict[int, JobReturn] = {}
+    while pending or running:
+        while pending and len(running) < n_jobs and not stop_requested():
+            idx, overrides = pending.pop(0)
+            payload = cloudpickle.dumps((joblib_core.execute_job, (
+                initial_job_idx + idx, overrides, launcher.hydra_context, launcher.config,
+                launcher.task_function, singleton_state)))
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_run_pickled, args=(payload, send))
+            process.start()
+            send.close()
+            running[idx] = (process, receive)
+        if not running:  # stopped by a signal before the rest started
+            break
+        wait([p.sentinel for p, _ in running.values()] + [r for _, r in running.values()])
+        for idx, (process, receive) in list(running.items()):
+            result = None
+            if receive.poll():
+                try:
+                    result = cloudpickle.loads(receive.recv_bytes())
+                except (EOFError, OSError):  # died while sending
+                    result = None
+            elif process.is_alive():
+                continue
+            process.join()
+            receive.close()
+            del running[idx]
+            results[idx] = result if result is not None else _lost(
+                launcher, job_overrides[idx], initial_job_idx + idx,
+                exit_reason(process.exitcode))
+    if stop_requested():
+        raise SystemExit(128 + first_signal())
+    return [results[idx] for idx in sorted(results)]
+
+
+def launch_surviving_lost_jobs(launcher, launch, job_overrides: Sequence[Sequence[str]],
+                               initial_job_idx: int) -> list[JobReturn]:
+    """hydra/launcher=submitit_local: submitit's own `launch`, whose jobs run in processes of
+    their own already, with a job that ended without a result recorded as lost rather than
+    raised (submitit's UncompletedJobError aborted the sweep)."""
+    import submitit
+
+    map_array = submitit.AutoExecutor.map_array
+    submitted = []
+
+    def keep_jobs(executor, *args, **kwargs):
+        jobs = map_array(executor, *args, **kwargs)
+        submitted.extend(jobs)
+        return [_Result(job) for job in jobs]
+
+    submitit.AutoExecutor.map_array = keep_jobs
+    try:
+        returns = launch(job_overrides, initial_job_idx)
+    finally:
+        submitit.AutoExecutor.map_array = map_array
+    return [ret if ret is not None else _lost(
+                launcher, job_overrides[i], initial_job_idx + i, _submitit_reason(submitted[i]))
+            for i, ret in enumerate(returns)]
+
+
+class _Result:
+    """A submitit job whose results() gives [None] where the job died without a result."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def results(self) -> list:
+        try:
+            return self.job.results()
+        except Exception:  # noqa: BLE001 - submitit's UncompletedJobError, FailedJobError
+            return [None]
+
+
+def _submitit_reason(job) -> str:
+    """submitit's local controller reaps the job's process and exits 0 whatever happened to
+    it: the signal is not known here, only that no result came back."""
+    try:
+        state = job.state
+    except Exception:  # noqa: BLE001 - a state we cannot read changes nothing
+        state = "unknown"
+    return (f"its process ended without a result (submitit state {state}; killed by a "
+            "signal?)")

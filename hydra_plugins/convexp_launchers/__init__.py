@@ -1,0 +1,1 @@
+"""convexp's launchers, here because Hydra instantiates launchers only from `hydra_plugins`."""
