@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 NULL_NODE = ("an override sets a key below a node that is null (e.g. data.normalize=null has "
@@ -20,10 +21,9 @@ def error_line(e: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None)
         message = str(getattr(cause, "msg", cause)).strip().splitlines()[0]
-        object_type = getattr(cause, "object_type", None)
-        if object_type is not None and "not in" in message:
-            fields = ", ".join(getattr(object_type, "__dataclass_fields__", {}))
-            if fields:  # a `_target_` model's fields come from its YAML, not a dataclass
+        if "not in" in message:
+            fields = ", ".join(_fields(cause))
+            if fields:
                 message += f" (its fields: {fields})"
         return f"{key}: {message}" if key else message
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
@@ -33,6 +33,17 @@ def error_line(e: BaseException) -> str:
                    "provider=")) and not line.endswith("_schema")]
         return f"{lines[0]}; options: {', '.join(options)}" if options else lines[0]
     return " ".join(lines[:2]) if lines else type(e).__name__
+
+
+def _fields(cause: OmegaConfBaseException) -> list[str]:
+    """The fields of the node a misspelt key was looked up in: its schema dataclass's, or,
+    for a node without one (a `_target_` model, whose fields come from its YAML), its keys."""
+    object_type = getattr(cause, "object_type", None)
+    fields = list(getattr(object_type, "__dataclass_fields__", {}))
+    parent = getattr(cause, "parent_node", None)
+    if not fields and isinstance(parent, DictConfig):
+        fields = [str(k) for k in parent.keys() if k != "_target_"]
+    return fields
 
 
 def config_error_line(e: BaseException) -> str | None:

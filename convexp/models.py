@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
+from einops.layers.torch import Rearrange
 from torch import nn
 
 from convexp.errors import ConfigError, ModelBuildError
@@ -307,7 +308,7 @@ class BookCNN(nn.Module):
         self.conv2 = nn.Conv2d(12, 24, kernel_size=5)
         self.relu2 = nn.ReLU()
         self.conv3 = nn.Conv2d(24, 6, kernel_size=3)
-        self.flatten = nn.Flatten()
+        self.flatten = Rearrange("b c h w -> b (c h w)")  # the textbook flattens with einops
         width = _flat_width(
             lambda x: self.conv3(self.relu2(self.conv2(self.relu1(self.conv1(x))))),
             image_shape,

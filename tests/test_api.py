@@ -96,3 +96,14 @@ def test_the_documented_comparison_runs_as_written(in_tmp, capsys):
     best = max(runs, key=lambda name: runs[name]["test_acc"])
     assert f"best: {best}, in {runs[best].run_dir}" in out
     assert all(f"{name:18} test acc" in out for name in runs)
+
+
+def test_a_typo_in_your_own_models_fields_lists_the_fields_it_has():
+    """A `_target_` model (examples/) has no schema dataclass: its YAML's keys are its
+    fields, and a misspelt one is answered with them."""
+    examples = Path(__file__).resolve().parents[1] / "examples" / "conf"
+    with pytest.raises(ConfigError) as exc:
+        compose_config([f"hydra.searchpath=[file://{examples}]", "model=tiny_net",
+                        "model.widht=8"])
+    assert str(exc.value) == ("model.widht: Key 'widht' is not in struct "
+                              "(its fields: name, width, dilation)")
