@@ -53,7 +53,8 @@ def test_help_shows_the_everyday_commands(cli):
 
 def test_debug_group_is_a_small_quick_run():
     cfg = compose_config(["debug=fast"])
-    assert (cfg.data.train_size, cfg.data.val_size, cfg.data.test_size) == (2000, 500, 1000)
+    assert (cfg.data.train_size, cfg.data.val_size, cfg.data.test_size) == (8000, 500, 1000)
+    assert cfg.data.batch_size == 64  # 125 steps: the default recipe needs more than 30
     assert cfg.trainer.max_epochs == 1 and cfg.logger.name == "none"
 
 
