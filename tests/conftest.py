@@ -39,9 +39,9 @@ from convexp.job import JobContext
 from convexp.runner import Runner
 from convexp.task import run
 
-# A short real-MNIST run (conf/debug/fast.yaml): 2,000 training images, 500 validation,
-# 1,000 test, one epoch, logger=none; no progress output. Tests add their own overrides on
-# top (a logger, a batch size, other sizes).
+# A short real-MNIST run (conf/debug/fast.yaml): 8,000 training images in batches of 64,
+# 500 validation, 1,000 test, one epoch, logger=none; no progress output. Tests add their
+# own overrides on top (a logger, a batch size, other sizes).
 FAST_RUN = ["debug=fast", "trainer.progress=false"]
 
 

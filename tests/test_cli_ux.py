@@ -183,3 +183,24 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert all(line.split(" - ", 1)[1].startswith("epoch ") for line in epoch_lines), screen
     assert not [line for line in screen if "%|" in line or "step/s" in line], screen
     assert read_summary(tmp_path / "run")["status"] == "completed"
+
+
+# --- tab completion -------------------------------------------------------------------------
+
+
+def test_tab_completion_of_the_console_script_in_bash(tmp_path):
+    """`eval "$(convexp -sc install=bash)"` completes `convexp model=dep<TAB>` in bash.
+    (`python -m convexp -sc install=bash` installs Hydra's completion for `python
+    script.py`, which never fires for `python -m convexp`: the docs say so.)"""
+    assert shutil.which("convexp"), "the convexp console script is not installed"
+    line = "convexp model=dep"
+    script = (
+        'eval "$(convexp -sc install=bash)"\n'
+        f'COMP_LINE="{line}"; COMP_POINT={len(line)}; COMP_WORDS=({line}); COMP_CWORD=1\n'
+        "hydra_bash_completion\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    proc = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], cwd=tmp_path,
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(proc.stdout.split()) == ["model=depthwise_dilated",
+                                           "model=depthwise_separable"], proc.stdout
