@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 
 import torch
 from einops.layers.torch import Rearrange
@@ -23,8 +21,12 @@ from torch import nn
 
 from convexp.errors import ConfigError, ModelBuildError
 from convexp.ops import DilatedDepthwiseConv2d
+from convexp.option_schemas import (
+    BookCNNConfig,
+    ConvNetConfig,
+)
 from convexp.registry import Registry
-from convexp.schema import ModelConfig, value
+from convexp.schema import value
 
 MODELS: Registry[nn.Module] = Registry("model")
 register_model = MODELS.register
@@ -131,56 +133,6 @@ def dense_conv(in_channels, out_channels, kernel_size, dilation, padding, bias) 
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
-
-
-class Padding(str, Enum):
-    same = "same"
-    valid = "valid"
-
-
-class Norm(str, Enum):
-    batch = "batch"
-    none = "none"
-
-
-class Activation(str, Enum):
-    relu = "relu"
-    gelu = "gelu"
-    silu = "silu"
-
-
-class Pool(str, Enum):
-    max = "max"
-    avg = "avg"
-    none = "none"
-
-
-class Head(str, Enum):
-    flatten = "flatten"  # flatten the last feature map into a Linear layer, as the textbook does
-    avg = "avg"  # global average pooling, then Linear
-
-
-@dataclass
-class ConvNetConfig(ModelConfig):
-    """The four conv variants: blocks of conv -> norm -> activation -> pool, then a linear
-    classifier. Only the conv operator differs between them."""
-
-    kernel_size: int = 3
-    dilation: int = 1
-    channels: list[int] = field(default_factory=lambda: [32, 64])
-    padding: Padding = Padding.same
-    norm: Norm = Norm.batch
-    activation: Activation = Activation.relu
-    pool: Pool = Pool.max
-    head: Head = Head.flatten
-    dropout: float = 0.0
-
-
-@dataclass
-class BookCNNConfig(ModelConfig):
-    """The textbook's fixed network: no field but its name."""
-
-    name: str = "book_cnn"
 
 
 class ConvBlock(nn.Sequential):

@@ -106,18 +106,23 @@ def test_export_writes_beside_the_checkpoint_quietly(tmp_path):
     assert not (tmp_path / "outputs").exists(), "export made a run dir of its own"
 
 
-def test_console_script_is_python_m_convexp(monkeypatch, capsys):
+def test_console_script_is_python_m_convexp(monkeypatch, capsys, tmp_path):
     script = shutil.which("convexp")
     assert script is not None, "the convexp console script is not installed"
     import convexp.__main__ as entry
 
     tuned = []
     monkeypatch.setattr(entry, "keep_freed_memory", lambda: tuned.append(True))
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["convexp", "--help"])
     with pytest.raises(SystemExit) as exc:
         entry.main()
-    assert exc.value.code in (0, None) and tuned == [True]
+    assert exc.value.code in (0, None)
     assert "Everyday commands" in capsys.readouterr().out
+    assert tuned == []  # --help runs no job: no malloc tuning (it would import torch)
+    monkeypatch.setattr(sys, "argv", ["convexp", "model=book_cnn", "mode=summary"])
+    entry.main()  # a job: malloc is tuned first
+    assert tuned == [True] and "24,496" in capsys.readouterr().out
 
 
 # --- progress on a terminal -----------------------------------------------------------------
