@@ -190,7 +190,7 @@ def test_infinite_lr(tmp_path, refused):
 
 
 def test_batch_size_larger_than_training_set(tmp_path, refused):
-    code, err = refused(["data.batch_size=4096"])
+    code, err = refused(["data.train_size=2000", "data.batch_size=4096"])
     assert_one_clear_error(code, err, "data.batch_size")
     assert_no_result(tmp_path / "run")
 
