@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import MISSING
 
 from convexp.errors import ConfigError, DataError
+from convexp.option_schemas import IdxConfig, MnistConfig, NpyConfig
 from convexp.registry import Registry
-from convexp.schema import DataConfig
 
 DATASETS: Registry[tuple] = Registry("data")
 register_dataset = DATASETS.register
@@ -332,27 +331,6 @@ def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
 
 
 # --- the datasets -----------------------------------------------------------------------
-
-
-@dataclass
-class MnistConfig(DataConfig):
-    name: str = "mnist"
-    verify: bool = True  # check the four files' md5 sums (the official ones)
-
-
-@dataclass
-class IdxConfig(DataConfig):
-    """An MNIST-format dataset in torchvision's IDX layout: four files in `root`."""
-
-    root: str = MISSING
-
-
-@dataclass
-class NpyConfig(DataConfig):
-    """The textbook's numpy arrays in `root`."""
-
-    name: str = "npy"
-    root: str = MISSING
 
 
 @register_dataset("mnist", schema=MnistConfig)

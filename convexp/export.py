@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 
 import torch
 
+from convexp.atomic import atomic_write
 from convexp.checkpoint import check_trusted, load_checkpoint, resolve_checkpoint
 from convexp.errors import ConfigError
 from convexp.models import MNIST_SHAPE, build_model
@@ -48,6 +50,22 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
+def onnx_metadata(ckpt: dict) -> dict[str, str]:
+    """What the ONNX file's user must know to feed it, as its metadata_props: the input's
+    shape (a batch of uint8-range images scaled as below), the normalisation the model was
+    trained with, and the number of classes (the logits' width)."""
+    normalize = ckpt["config"].get("data", {}).get("normalize")
+    return {
+        "input_shape": json.dumps(["batch", *ckpt["image_shape"]]),
+        "input_scaling": ("(pixels / 255 - mean) / std" if normalize
+                          else "pixels / 255 (no normalisation)"),
+        "normalize_mean": json.dumps(normalize["mean"] if normalize else None),
+        "normalize_std": json.dumps(normalize["std"] if normalize else None),
+        "num_classes": str(ckpt.get("num_classes", 10)),
+        "model": str(ckpt["config"].get("model", {}).get("name")),
+    }
+
+
 def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 18,
                 named_target: str | None = None, trust: bool = False) -> Path:
     """Write the checkpoint's model as ONNX with a dynamic batch dimension, check it with
@@ -72,7 +90,10 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 18,
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
-    program.save(str(out_path))
+    proto = program.model_proto
+    for key, value in onnx_metadata(ckpt).items():
+        proto.metadata_props.add(key=key, value=value)
+    atomic_write(out_path, lambda f: f.write(proto.SerializeToString()))
     onnx.checker.check_model(str(out_path), full_check=True)
     log.info("exported %s to %s", source, out_path)
     return out_path

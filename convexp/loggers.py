@@ -8,14 +8,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from convexp import wandb_env
+from convexp.option_schemas import NoLoggerConfig, WandbConfig
 from convexp.registry import Registry
-from convexp.schema import LoggerConfig, value
+from convexp.schema import value
 
 log = logging.getLogger(__name__)
 
@@ -34,31 +33,6 @@ def wandb_config(resolved: dict, record: dict) -> dict:
     """A W&B run's config: the resolved Hydra config, plus the job's inputs from its
     summary record (`record`) as top-level keys, for W&B's tables and sweeps."""
     return {**resolved, **{k: record[k] for k in CONFIG_KEYS if k in record}}
-
-
-@dataclass
-class NoLoggerConfig(LoggerConfig):
-    name: str = "none"
-
-
-class WandbMode(str, Enum):
-    auto = "auto"  # online with W&B credentials (or WANDB_MODE), offline without
-    online = "online"
-    offline = "offline"
-    disabled = "disabled"
-
-
-@dataclass
-class WandbConfig(LoggerConfig):
-    name: str = "wandb"
-    project: str = "convexp"
-    entity: str | None = None
-    group: str | None = None  # null: the sweep's name in a multirun
-    tags: list[str] = field(default_factory=list)
-    run_name: str | None = None  # null: from the config, e.g. "depthwise_dilated k5 d2 s1"
-    job_type: str = "train"
-    mode: WandbMode = WandbMode.auto
-    log_model: bool = True  # upload the final checkpoint as a model artifact
 
 
 @LOGGERS.register("none", schema=NoLoggerConfig)

@@ -15,17 +15,20 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 
 import torch
+from einops.layers.torch import Rearrange
 from torch import nn
 
 from convexp.errors import ConfigError, ModelBuildError
 from convexp.ops import DilatedDepthwiseConv2d
+from convexp.option_schemas import (
+    BookCNNConfig,
+    ConvNetConfig,
+)
 from convexp.registry import Registry
-from convexp.schema import ModelConfig, value
-from convexp.variants import effective_kernel_size, is_separable, variant_of  # noqa: F401 - their old home's names
+from convexp.schema import value
+from convexp.variants import effective_kernel_size
 
 MODELS: Registry[nn.Module] = Registry("model")
 register_model = MODELS.register
@@ -148,56 +151,6 @@ def dense_conv(in_channels, out_channels, kernel_size, dilation, padding, bias) 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
-class Padding(str, Enum):
-    same = "same"
-    valid = "valid"
-
-
-class Norm(str, Enum):
-    batch = "batch"
-    none = "none"
-
-
-class Activation(str, Enum):
-    relu = "relu"
-    gelu = "gelu"
-    silu = "silu"
-
-
-class Pool(str, Enum):
-    max = "max"
-    avg = "avg"
-    none = "none"
-
-
-class Head(str, Enum):
-    flatten = "flatten"  # flatten the last feature map into a Linear layer, as the textbook does
-    avg = "avg"  # global average pooling, then Linear
-
-
-@dataclass
-class ConvNetConfig(ModelConfig):
-    """The four conv variants: blocks of conv -> norm -> activation -> pool, then a linear
-    classifier. Only the conv operator differs between them."""
-
-    kernel_size: int = 3
-    dilation: int = 1
-    channels: list[int] = field(default_factory=lambda: [32, 64])
-    padding: Padding = Padding.same
-    norm: Norm = Norm.batch
-    activation: Activation = Activation.relu
-    pool: Pool = Pool.max
-    head: Head = Head.flatten
-    dropout: float = 0.0
-
-
-@dataclass
-class BookCNNConfig(ModelConfig):
-    """The textbook's fixed network: no field but its name."""
-
-    name: str = "book_cnn"
-
-
 class ConvBlock(nn.Sequential):
     def __init__(self, conv: nn.Module, out_channels: int, norm: str, activation: str, pool: str):
         layers = {"conv": conv}
@@ -309,7 +262,7 @@ class BookCNN(nn.Module):
         self.conv2 = nn.Conv2d(12, 24, kernel_size=5)
         self.relu2 = nn.ReLU()
         self.conv3 = nn.Conv2d(24, 6, kernel_size=3)
-        self.flatten = nn.Flatten()
+        self.flatten = Rearrange("b c h w -> b (c h w)")  # the textbook flattens with einops
         width = _flat_width(
             lambda x: self.conv3(self.relu2(self.conv2(self.relu1(self.conv1(x))))),
             image_shape,

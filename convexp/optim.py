@@ -4,12 +4,18 @@ side by side. Adding one is a dataclass and a builder here plus `conf/<group>/<n
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 
+from convexp.option_schemas import (
+    AdamConfig,
+    AdamWConfig,
+    CosineConfig,
+    NoScheduleConfig,
+    OneCycleConfig,
+    SGDConfig,
+)
 from convexp.registry import Registry
-from convexp.schema import OptimizerConfig, SchedulerConfig
 
 OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
 SCHEDULERS: Registry[torch.optim.lr_scheduler.LRScheduler | None] = Registry("scheduler")
@@ -22,25 +28,6 @@ def _impl_flags(device: torch.device) -> dict:
 
 
 # --- optimizers -----------------------------------------------------------------------------
-
-
-@dataclass
-class SGDConfig(OptimizerConfig):
-    name: str = "sgd"
-    momentum: float = 0.0
-    nesterov: bool = False
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    name: str = "adam"
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-
-
-@dataclass
-class AdamWConfig(AdamConfig):
-    name: str = "adamw"
 
 
 @OPTIMIZERS.register("sgd", schema=SGDConfig)
@@ -68,26 +55,6 @@ def adamw(cfg, params, device):
 
 
 # --- schedules ------------------------------------------------------------------------------
-
-
-@dataclass
-class NoScheduleConfig(SchedulerConfig):
-    name: str = "none"
-
-
-@dataclass
-class OneCycleConfig(SchedulerConfig):
-    name: str = "onecycle"
-    pct_start: float = 0.25  # share of steps spent warming up
-    div_factor: float = 25.0  # initial lr = lr / div_factor
-    final_div_factor: float = 1e3  # final lr = initial lr / final_div_factor
-
-
-@dataclass
-class CosineConfig(SchedulerConfig):
-    name: str = "cosine"
-    min_lr: float = 0.0
-    warmup_steps: int = 0  # linear warm-up steps
 
 
 @SCHEDULERS.register("none", schema=NoScheduleConfig)

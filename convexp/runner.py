@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from convexp.atomic import os_error_text
 from convexp.checkpoint import LAST, checkpoint_dir, rng_state, save_checkpoint, set_rng_state
@@ -187,7 +188,8 @@ class Runner:
         self._graphs_at_start = _compiled_graph_count()
         self.model.train()
         report = ProgressReport(tc.progress, tc.progress_every_s, self.total_steps,
-                                self.data_cfg.batch_size, initial=p.global_step)
+                                self.data_cfg.batch_size, initial=p.global_step,
+                                epoch=p.epoch + 1, max_epochs=tc.max_epochs)
         try:
             while p.epoch < tc.max_epochs and not self._step_cap_reached():
                 outcome = self._train_epoch(report)
@@ -292,23 +294,32 @@ def _compiled_graph_count() -> int:
 
 
 class ProgressReport:
-    """Live feedback while an epoch runs: a tqdm bar with the loss on a terminal; elsewhere
-    (Slurm logs, nohup, notebooks, the Python API) a log line every `every_s` seconds with the
-    step, the loss and samples/s. `enabled`: true | false | null (a bar on a terminal, lines
-    otherwise). Reading the loss syncs with the device, so it happens only when shown."""
+    """Live feedback while an epoch runs: a tqdm bar labelled `epoch i/n` with the loss on a
+    terminal; elsewhere (Slurm logs, nohup, notebooks, the Python API) a log line every
+    `every_s` seconds with the step, the loss and samples/s. `enabled`: true | false | null (a
+    bar on a terminal, lines otherwise). Reading the loss syncs with the device, so it happens
+    only when shown. While the bar is open, console log lines (the epoch line) are written
+    above it through tqdm, so none lands on the bar's line; a closed bar leaves nothing."""
 
     def __init__(self, enabled: bool | None, every_s: float, total: int, batch_size: int,
-                 initial: int = 0):
+                 initial: int = 0, epoch: int = 1, max_epochs: int = 1):
         self.every_s, self.total, self.batch_size = every_s, total, batch_size
         self.bar = None
+        self._redirect = contextlib.ExitStack()
         self.lines = enabled is None and not sys.stderr.isatty()
         if enabled or (enabled is None and sys.stderr.isatty()):
+            self.epoch = epoch
+            self._redirect.enter_context(logging_redirect_tqdm(
+                loggers=_console_loggers(), tqdm_class=tqdm))
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                            leave=False)
+                            leave=False, desc=_epoch_label(epoch, max_epochs))
         self.last_time, self.last_step = time.perf_counter(), initial
 
     def step(self, epoch: int, max_epochs: int, global_step: int, loss: torch.Tensor) -> None:
         if self.bar is not None:
+            if epoch != self.epoch:
+                self.epoch = epoch
+                self.bar.set_description(_epoch_label(epoch, max_epochs), refresh=False)
             self.bar.update(1)
             if global_step % 20 == 0:
                 self.bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
@@ -326,3 +337,19 @@ class ProgressReport:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+        self._redirect.close()
+
+
+def _epoch_label(epoch: int, max_epochs: int) -> str:
+    return f"epoch {epoch}/{max_epochs}"
+
+
+def _console_loggers() -> list[logging.Logger]:
+    """The loggers whose handlers write to the console (Hydra's on the root logger, the Python
+    API's on `convexp`): tqdm's redirect replaces those handlers, and would add a duplicate
+    handler to a logger that has none."""
+    loggers = [logging.root, logging.getLogger("convexp")]
+    return [logger for logger in loggers if any(
+        isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
+        for h in logger.handlers)]

@@ -157,6 +157,12 @@ def option_schema(group: str, name: str) -> type | None:
     return _option_schemas.get((group, name))
 
 
+def new_run_dir(stamp: str) -> str:
+    """A run dir no other run can share: `outputs/<stamp>_<random suffix>`, stamp
+    `YYYY-MM-DD/HH-MM-SS` (the CLI's hydra.run.dir and the Python API's default)."""
+    return f"outputs/{stamp}_{secrets.token_hex(3)}"
+
+
 def _run_dir(mode: Any, resume: str | None, checkpoint: str | None, stamp: str) -> str:
     """hydra.run.dir: the resumed run's own dir; for an export, the exported run's dir (the
     ONNX file goes beside its checkpoint); else a new dir that no other run can share."""
@@ -164,7 +170,7 @@ def _run_dir(mode: Any, resume: str | None, checkpoint: str | None, stamp: str) 
     if source:
         path = Path(source).expanduser()
         return str(path.parent.parent if path.suffix == ".pt" else path)
-    return f"outputs/{stamp}_{secrets.token_hex(3)}"
+    return new_run_dir(stamp)
 
 
 def _output_subdir(mode: Any, resume: str | None) -> str | None:

@@ -137,6 +137,8 @@ def _report_errors(job, cfg, ctx: JobContext) -> float:
         if ctx.multirun:
             log.error("job failed: %s", e)
             return math.nan
+        if not ctx.exit_on_failure:
+            raise  # the Python API: the caller gets the exception, not SystemExit
         print(f"convexp: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except Stop as e:

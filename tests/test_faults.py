@@ -137,7 +137,7 @@ def test_nonfinite_weights_after_last_step_never_checkpointed(tmp_path, monkeypa
 
 # --- interruption and resume ----------------------------------------------------------------
 
-# Two epochs of debug=fast's 2,000 images (15 steps of 128 each): a second or two per epoch
+# Two epochs of FAST_RUN's 2,000 images (16 steps of 128 each): a few seconds per epoch
 # on 2 cores, time enough for the signal sent as epoch 1 ends to land early in epoch 2.
 RESUMABLE = [*FAST_RUN, "trainer.max_epochs=2"]
 TIMING = ("epoch_time_s", "train_samples_per_s")

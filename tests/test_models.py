@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import error_chain
-from hydra.errors import ConfigCompositionException
+from einops.layers.torch import Rearrange
 from torch import nn
 
 from convexp.api import compose_config
@@ -95,7 +95,11 @@ def test_book_cnn_is_the_textbook_network():
     assert all(m.bias is not None for m in layers)
     # Nothing else with state or spatial effect: no norm, no pooling, no dropout.
     kinds = {type(m) for m in model.modules()} - {type(model)}
-    assert kinds <= {nn.Conv2d, nn.ReLU, nn.Flatten, nn.Linear}
+    assert kinds <= {nn.Conv2d, nn.ReLU, Rearrange, nn.Linear}
+    # It flattens as the textbook does, with einops, in the order nn.Flatten would.
+    assert isinstance(model.flatten, Rearrange) and model.flatten.pattern == "b c h w -> b (c h w)"
+    features = torch.randn(2, 6, 16, 16)
+    assert torch.equal(model.flatten(features), nn.Flatten()(features))
     assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == 2
     assert _forward(model).shape == (BATCH, 10)
 
@@ -106,7 +110,7 @@ def test_book_cnn_rejects_the_conv_net_fields(override):
     """The textbook net's layers are fixed: its schema has no field but its name, so setting
     kernel_size, dilation or channels fails at composition, naming the key and the schema."""
     key = override.split("=")[0]
-    with pytest.raises(ConfigCompositionException) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         _model_cfg("model=book_cnn", override)
     message = error_chain(excinfo.value)
     field = key.split(".")[1]

@@ -9,6 +9,7 @@ file checks what the CLI, the runner and the exporter do with the models convexp
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -255,7 +256,15 @@ def _check_onnx_against_torch(onnx_path: Path, checkpoint: Path) -> None:
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.HasField("dim_value")  # dynamic batch
 
-    model, _ = load_trained_model(checkpoint)
+    model, ckpt = load_trained_model(checkpoint)
+    # The file says what it expects: input shape, normalisation and class count.
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    normalize = ckpt["config"]["data"]["normalize"]
+    assert json.loads(meta["input_shape"]) == ["batch", 1, 28, 28]
+    assert json.loads(meta["normalize_mean"]) == normalize["mean"] == 0.1307
+    assert json.loads(meta["normalize_std"]) == normalize["std"] == 0.3081
+    assert int(meta["num_classes"]) == ckpt["num_classes"] == 10
+    assert meta["model"] == ckpt["config"]["model"]["name"]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     images = _mnist_batch(7)
     for n in (1, 7):

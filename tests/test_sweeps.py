@@ -472,7 +472,7 @@ def test_kernel_dilation_experiment_composes_to_the_full_sweep():
 
     import convexp.api  # registers every option's schema
     import convexp.paths
-    from convexp.models import variant_of
+    from convexp.variants import variant_of
 
     with initialize_config_dir(str(convexp.paths.CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=kernel_dilation_sweep"],

@@ -1,7 +1,7 @@
 """Training on real MNIST (the bundled IDX files), in-process through convexp.api.train.
 
-Every run is a small subset (debug=fast: 2,000 train / 500 val / 1,000 test images, one epoch)
-with batch 64, so each takes a few seconds on 2 CPU cores. Runs are shared between tests
+Every run is a small subset (debug=fast: 8,000 train / 500 val / 1,000 test images, one epoch
+of 125 steps of 64), so each takes a few seconds on 2 idle CPU cores. Runs are shared between tests
 through module-scoped fixtures.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_RUN, read_metrics, read_summary
+from conftest import PRESET_RUN, read_metrics, read_summary
 from omegaconf import OmegaConf
 
 from convexp.api import compose_config, train
@@ -35,26 +35,15 @@ from convexp.precision import resolve_precision
 from convexp.runner import Runner
 
 VARIANTS = ["standard", "depthwise_separable", "dilated", "depthwise_dilated", "book_cnn"]
-# 2,000 images in batches of 64: 31 steps. A batch of 256 gives only 7 steps, too few
-# to learn much in one epoch (measured 21-56% test accuracy).
-FAST = [*FAST_RUN, "data.batch_size=64"]
+# debug=fast's batch of 64, pinned: 8,000 images in 125 steps. The default recipe needs more
+# than about 30 steps (15 steps of 128 ended at 52%: conf/debug/fast.yaml).
+FAST = [*PRESET_RUN, "data.batch_size=64"]
 
-# Test accuracy on the 1,000-image test subset after one FAST epoch with the default recipe
-# (AdamW lr 1e-2, one-cycle, 1 px random shifts), measured over seeds 0-5:
-#   standard             0.801-0.877
-#   depthwise_separable  0.802-0.866
-#   dilated              0.771-0.856
-#   depthwise_dilated    0.771-0.852
-#   book_cnn             0.705-0.840
-# Chance is 0.10. Each threshold sits 0.10 or more below the worst seed measured (more than
-# the whole spread across seeds), and far above chance.
-MIN_TEST_ACC = {
-    "standard": 0.70,
-    "depthwise_separable": 0.70,
-    "dilated": 0.65,
-    "depthwise_dilated": 0.65,
-    "book_cnn": 0.60,
-}
+# The quick preset's promise (conf/debug/fast.yaml, docs/configs.md): at least 90% test
+# accuracy on the 1,000-image test subset for every model file. Measured at seed 0:
+# book_cnn 0.952, standard 0.963, dilated 0.958, depthwise_separable 0.962, depthwise_dilated
+# 0.950 (docs/configs.md); chance is 0.10.
+MIN_TEST_ACC = dict.fromkeys(VARIANTS, 0.90)
 TIMING_FIELDS = {"epoch_time_s", "train_samples_per_s"}
 SUMMARY_KEYS = {"status", "model", "params", "test_acc", "best_val_acc", "train_samples_per_s",
                 "epochs_completed", "seed", "device", "compiled", "wall_s"}
@@ -106,12 +95,11 @@ def test_short_training_beats_chance(variant_runs, name):
     assert summary["test_acc"] >= MIN_TEST_ACC[name], summary["test_acc"]
     assert summary["best_val_acc"] >= MIN_TEST_ACC[name] - 0.05, summary["best_val_acc"]
     (epoch,) = read_metrics(run_dir)
-    # Over seeds 0-5 and all variants: training accuracy over the whole epoch 0.49-0.67
-    # (chance: 0.10) and validation loss 0.23-0.82 after it (a uniform guess scores
-    # ln 10 = 2.30). The epoch's mean training loss is no guide here: at lr 1e-2 over 31
-    # steps, early spikes put it at 1.1-2.7 even when the epoch ends well.
-    assert epoch["train_acc"] >= 0.35, epoch
-    assert epoch["val_loss"] < 1.2, epoch
+    # A healthy run: the epoch's mean training loss well below chance (a uniform guess
+    # scores ln 10 = 2.30; measured 0.46-0.59 at seed 0), and so is the validation loss.
+    assert epoch["train_loss"] < math.log(10) / 2, epoch
+    assert epoch["train_acc"] >= 0.5, epoch
+    assert epoch["val_loss"] < math.log(10) / 4, epoch
 
 
 @pytest.fixture(scope="module")
@@ -314,10 +302,10 @@ def test_training_data_uses_the_seeded_split(mnist):
     # What a run trains on: the split a direct call gives for its seed, and the test subset.
     cfg = compose_config(["model=book_cnn", *FAST])
     data = load_dataset(cfg.data, cfg.seed)
-    assert (len(data.train), len(data.val), len(data.test)) == (2000, 500, 1000)
+    assert (len(data.train), len(data.val), len(data.test)) == (8000, 500, 1000)
     full_train, test = mnist
     assert torch.equal(data.test.labels, test.labels[:1000])
-    train_split, val_split = split_train_val(full_train, 500, 2000, cfg.seed)
+    train_split, val_split = split_train_val(full_train, 500, 8000, cfg.seed)
     assert torch.equal(data.val.images, val_split.images)
     assert torch.equal(data.train.labels, train_split.labels)
 
