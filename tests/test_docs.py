@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SETUP = ("pip ", "eval ", "export ", "cd ", "git ", "source ", "wandb ", "bash ", "ruff ",
          "python -m pytest", "pytest", "sbatch ", "tensorboard ", "nvidia-smi")
+# Typed at a prompt with a key press (`<TAB>`): run by the test named.
+INTERACTIVE = {"<TAB>": "tests/test_cli_ux.py::test_tab_completion_of_the_console_script_in_bash"}
 # Commands that need what this machine cannot have: composed (`--cfg hydra`), not run.
 COMPOSE_ONLY = ("hydra/launcher=slurm",)
 # Appended to every documented training command: a small real-MNIST run, no W&B.
@@ -97,7 +99,8 @@ def _comment(text: str) -> str:
 
 
 def is_setup(cmd: Command) -> bool:
-    return cmd.text.startswith(SETUP)
+    """A set-up command, or one typed at a prompt that a test of its own runs (INTERACTIVE)."""
+    return cmd.text.startswith(SETUP) or any(key in cmd.text for key in INTERACTIVE)
 
 
 def convexp_argv(cmd: Command) -> list[str]:
@@ -124,6 +127,9 @@ def test_every_documented_command_is_run_or_set_up():
     for cmd in commands:
         if not is_setup(cmd):
             convexp_argv(cmd)  # raises for a command this test would not know how to run
+    for test in INTERACTIVE.values():  # the tests that run the interactive ones exist
+        path, _, name = test.partition("::")
+        assert f"def {name}(" in (REPO / path).read_text(), test
 
 
 # --- running them ----------------------------------------------------------------------------
@@ -164,14 +170,16 @@ def prepared(cmd: Command, tmp: Path, made: dict[str, Path]) -> tuple[list[str],
         out.append(arg)
     if any(a.startswith("--config-dir") for a in out):
         out = [a if not a.startswith("examples/") else str(REPO / a) for a in out]
-    if not is_compare and "--help" not in out and not any(a.startswith("-sc") for a in out):
+    continues_a_run = any(a.startswith(("resume=", "checkpoint=")) for a in out)
+    if not is_compare and not continues_a_run and "--help" not in out and \
+            not any(a.startswith("-sc") for a in out):
         if any(token in cmd.text for token in COMPOSE_ONLY):
             out += ["--cfg", "hydra"]
         else:
             out += [*SHRINK, "logger=none"]
             if multirun:
                 out += _shrink_sweep(out) + [f"hydra.sweep.dir={tmp / 'sweep'}"]
-            elif not any(a.startswith(("resume=", "checkpoint=")) for a in out):
+            else:
                 out += [f"hydra.run.dir={tmp / 'run'}"]
     return out, env
 
