@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from convexp.errors import ConfigError, DataError
-from convexp.option_schemas import IdxConfig, MnistConfig, NpyConfig
 from convexp.registry import Registry
 
 DATASETS: Registry[tuple] = Registry("data")
@@ -333,7 +332,7 @@ def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
 # --- the datasets -----------------------------------------------------------------------
 
 
-@register_dataset("mnist", schema=MnistConfig)
+@register_dataset("mnist")
 def mnist(cfg, root: Path) -> tuple[Split, Split]:
     return load_idx_dataset(root, "mnist", cfg.verify)
 
@@ -345,11 +344,11 @@ def _idx(name: str) -> Callable:
     return load
 
 
-register_dataset("fashion_mnist", schema=IdxConfig)(_idx("fashion_mnist"))
-register_dataset("kmnist", schema=IdxConfig)(_idx("kmnist"))
+register_dataset("fashion_mnist")(_idx("fashion_mnist"))
+register_dataset("kmnist")(_idx("kmnist"))
 
 
-@register_dataset("npy", schema=NpyConfig)
+@register_dataset("npy")
 def npy(cfg, root: Path) -> tuple[Split, Split | None]:
     return load_npy_dataset(root)
 

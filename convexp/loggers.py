@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from convexp import wandb_env
-from convexp.option_schemas import NoLoggerConfig, WandbConfig
 from convexp.registry import Registry
 from convexp.schema import value
 
@@ -35,7 +34,7 @@ def wandb_config(resolved: dict, record: dict) -> dict:
     return {**resolved, **{k: record[k] for k in CONFIG_KEYS if k in record}}
 
 
-@LOGGERS.register("none", schema=NoLoggerConfig)
+@LOGGERS.register("none")
 class NullLogger:
     """No experiment tracking: the run's local files are the record."""
 
@@ -72,7 +71,7 @@ def _guarded(method):
     return wrapper
 
 
-@LOGGERS.register("wandb", schema=WandbConfig)
+@LOGGERS.register("wandb")
 class WandbLogger:
     """One W&B run per job. Metrics use `epoch` as their step metric.
 

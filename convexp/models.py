@@ -22,10 +22,6 @@ from torch import nn
 
 from convexp.errors import ConfigError, ModelBuildError
 from convexp.ops import DilatedDepthwiseConv2d
-from convexp.option_schemas import (
-    BookCNNConfig,
-    ConvNetConfig,
-)
 from convexp.registry import Registry
 from convexp.schema import value
 from convexp.variants import effective_kernel_size
@@ -248,7 +244,7 @@ for _name, _make_conv in [
     ("depthwise_separable", separable_conv),
     ("depthwise_dilated", separable_conv),
 ]:
-    register_model(_name, schema=ConvNetConfig)(_variant(_make_conv))
+    register_model(_name)(_variant(_make_conv))
 
 
 class BookCNN(nn.Module):
@@ -275,7 +271,7 @@ class BookCNN(nn.Module):
         return self.classifier(self.flatten(self.conv3(x)))
 
 
-@register_model("book_cnn", schema=BookCNNConfig)
+@register_model("book_cnn")
 def book_cnn(cfg=None, image_shape=MNIST_SHAPE, num_classes=10) -> nn.Module:
     if min(image_shape[1:]) < 13:
         raise ModelBuildError("book_cnn needs images of at least 13x13 (its kernels 7, 5, 3), "

@@ -7,14 +7,6 @@ import math
 
 import torch
 
-from convexp.option_schemas import (
-    AdamConfig,
-    AdamWConfig,
-    CosineConfig,
-    NoScheduleConfig,
-    OneCycleConfig,
-    SGDConfig,
-)
 from convexp.registry import Registry
 
 OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
@@ -30,7 +22,7 @@ def _impl_flags(device: torch.device) -> dict:
 # --- optimizers -----------------------------------------------------------------------------
 
 
-@OPTIMIZERS.register("sgd", schema=SGDConfig)
+@OPTIMIZERS.register("sgd")
 def sgd(cfg, params, device):
     return torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -38,7 +30,7 @@ def sgd(cfg, params, device):
     )
 
 
-@OPTIMIZERS.register("adam", schema=AdamConfig)
+@OPTIMIZERS.register("adam")
 def adam(cfg, params, device):
     return torch.optim.Adam(
         params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
@@ -46,7 +38,7 @@ def adam(cfg, params, device):
     )
 
 
-@OPTIMIZERS.register("adamw", schema=AdamWConfig)
+@OPTIMIZERS.register("adamw")
 def adamw(cfg, params, device):
     return torch.optim.AdamW(
         params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
@@ -57,12 +49,12 @@ def adamw(cfg, params, device):
 # --- schedules ------------------------------------------------------------------------------
 
 
-@SCHEDULERS.register("none", schema=NoScheduleConfig)
+@SCHEDULERS.register("none")
 def no_schedule(cfg, optimizer, total_steps):
     return None
 
 
-@SCHEDULERS.register("onecycle", schema=OneCycleConfig)
+@SCHEDULERS.register("onecycle")
 def onecycle(cfg, optimizer, total_steps):
     if total_steps < 3:  # too short for a warm-up and a decay phase: a constant lr
         return None
@@ -74,7 +66,7 @@ def onecycle(cfg, optimizer, total_steps):
     )
 
 
-@SCHEDULERS.register("cosine", schema=CosineConfig)
+@SCHEDULERS.register("cosine")
 def cosine(cfg, optimizer, total_steps):
     base_lr = optimizer.param_groups[0]["lr"]
     floor = cfg.min_lr / base_lr if base_lr > 0 else 0.0

@@ -1,8 +1,10 @@
 """A name -> builder registry, in the style of timm's register_model / create_model.
 
-A registry serves one config group. Registering a builder with a `schema` also makes that
-dataclass the typed schema of the group's option of the same name (`schema/<group>/<name>` in
-Hydra's ConfigStore): one Python place holds an option's builder and its fields.
+A registry serves one config group. convexp's own options have their schemas in
+`convexp.option_schemas` (torch-free, so `--help` and completion need no torch), which this module
+imports so that any builder module has them stored. A builder registered from outside with a
+`schema` makes that dataclass the typed schema of the group's option of the same name
+(`schema/<group>/<name>` in Hydra's ConfigStore).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import convexp.option_schemas  # noqa: F401 - stores the built-in options' schemas
 from convexp.errors import ConfigError
 from convexp.schema import option_schema, register_option_schema
 

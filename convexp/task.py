@@ -109,25 +109,31 @@ def run(cfg: DictConfig, ctx: JobContext | None = None) -> float:
 @contextlib.contextmanager
 def _job_log_prefix(job_num: int | None):
     """In a sweep, every log line of a job says which job it is: jobs running side by side
-    (joblib, submitit_local) write to one terminal."""
-    if job_num is None:
-        yield
-        return
-    prefix = f"[job {job_num}] "
+    (joblib, submitit_local) write to one terminal. Also routes records marked
+    `extra={"console": False}` to the log file only, and `{"logfile": False}` to the console
+    only."""
+    prefix = f"[job {job_num}] " if job_num is not None else ""
 
-    def add_prefix(record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(prefix):
-            record.msg = prefix + str(record.msg)
-        return True
+    def route(handler: logging.Handler):
+        to_file = isinstance(handler, logging.FileHandler)
 
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(add_prefix)
+        def keep(record: logging.LogRecord) -> bool:
+            if not getattr(record, "logfile" if to_file else "console", True):
+                return False
+            if prefix and not str(record.msg).startswith(prefix):
+                record.msg = prefix + str(record.msg)
+            return True
+
+        return keep
+
+    filters = [(handler, route(handler)) for handler in logging.getLogger().handlers]
+    for handler, keep in filters:
+        handler.addFilter(keep)
     try:
         yield
     finally:
-        for handler in handlers:
-            handler.removeFilter(add_prefix)
+        for handler, keep in filters:
+            handler.removeFilter(keep)
 
 
 def _report_errors(job, cfg, ctx: JobContext) -> float:
@@ -337,6 +343,10 @@ def _train(cfg, ctx: JobContext) -> float:
         job.release_reserve()
 
 
+# The model configs whose per-layer table this process showed on the console already.
+_TABLES_SHOWN: set[str] = set()
+
+
 def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[str]) -> Runner:
     """Everything between a valid config and the first step: data, model, runner, logger."""
     device = select_device(value(cfg.trainer.device))
@@ -354,8 +364,18 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
     # resolved one, never `auto`).
     auto = resolve_auto(cfg.trainer, device, model)
     cfg.trainer.precision = auto.precision
+    # A sweep shows each configuration's table once on the console, at its first job in this
+    # process (a 16-job sweep printed 458 lines, mostly tables); every job's convexp.log and
+    # W&B run still hold it.
+    table_key = json.dumps(to_container(cfg.model), sort_keys=True, default=str)
+    shown = {} if table_key not in _TABLES_SHOWN else {"extra": {"console": False}}
+    _TABLES_SHOWN.add(table_key)
     log.info("%s\n%s\nprecision: %s\ncompile: %s", run_name(job.summary),
-             report.format_table(), auto.precision_why, auto.compile_why)
+             report.format_table(), auto.precision_why, auto.compile_why, **shown)
+    if shown:
+        log.info("%s (per-layer table as above)\nprecision: %s\ncompile: %s",
+                 run_name(job.summary), auto.precision_why, auto.compile_why,
+                 extra={"logfile": False})
     resolved = to_container(cfg)
     job.summary.update(
         params=report.params, macs=report.macs, receptive_field=report.receptive_field,

@@ -253,6 +253,19 @@ def test_basic_sweep_records_the_invalid_job_as_failed(basic_sweep):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_each_configuration_shows_its_table_once_and_every_job_logs_it(basic_sweep):
+    """The two seeds of kernel 3 share a model config: the console shows its per-layer table
+    once, each job's convexp.log holds it."""
+    printed = basic_sweep.proc.stdout + basic_sweep.proc.stderr
+    assert printed.count("receptive field    RF") == 1, basic_sweep.output
+    assert "(per-layer table as above)" in printed
+    completed = [d for d, s in basic_sweep.jobs.items() if s["status"] == "completed"]
+    assert len(completed) == 2
+    for job in completed:
+        assert "receptive field    RF" in (basic_sweep.dir / job / "convexp.log").read_text()
+
+
 def test_wandb_one_offline_run_per_job_in_one_group(basic_sweep, basic_wandb):
     s = basic_sweep
     for job in s.jobs:
