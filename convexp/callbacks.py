@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from convexp import record
-from convexp.atomic import ensure_writable_dir
+from convexp.atomic import ensure_writable_dir, os_error_text
 from convexp.checkpoint import resolve_checkpoint
 from convexp.errors import ConvexpError
 from convexp.job import holds_results
@@ -94,28 +94,38 @@ class ConvexpCallback(Callback):
             if s[record.STATUS] != record.COMPLETED:
                 print(f"  job {s[record.JOB_DIR]} {s[record.STATUS]}: "
                       f"{s.get(record.REASON) or ''}", flush=True)
-        if configs:
-            _report(config, sweep_dir, summaries, configs)
-        if total == 0 or counts[record.COMPLETED] < total:
+        reported = _report(config, sweep_dir, summaries, configs) if configs else True
+        if total == 0 or counts[record.COMPLETED] < total or not reported:
             raise SystemExit(1)
 
 
 def _report(config: DictConfig, sweep_dir: Path, summaries: list[dict],
-            configs: list[dict]) -> None:
+            configs: list[dict]) -> bool:
     """The sweep's comparison report (what `python -m convexp.compare` writes), and with W&B
     the same table and plots in the group its jobs logged into, as a run of its own
-    (job_type=report)."""
+    (job_type=report). False when the local report could not be written (a full disk): the
+    sweep then exits 1; a W&B upload that fails is said in one line and changes nothing."""
     try:
         report_dir, _ = write_report(sweep_dir, summaries=summaries, configs=configs)
-        print(f"comparison report: {report_dir} (python -m convexp.compare {sweep_dir})",
-              flush=True)
-        logger = config.logger
-        if logger.name == "wandb" and value(logger.mode) != "disabled":
-            obey_the_jobs_decision(summaries)
-            group = report_group(summaries, sweep_dir, logger.group,
-                                 config.hydra.runtime.choices.get("experiment"))
-            log_report_to_wandb(configs, report_dir, project=logger.project,
-                                entity=logger.entity, group=group, mode=value(logger.mode))
     except Exception as e:  # noqa: BLE001 - every job's own results are written already
-        print(f"convexp: the comparison report failed ({type(e).__name__}: {e}); the jobs' "
-              f"results are complete, run python -m convexp.compare {sweep_dir}", flush=True)
+        cause = (f"{os_error_text(e)} ({e.filename})" if isinstance(e, OSError) and e.filename
+                 else os_error_text(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}")
+        print(f"convexp: error: the comparison report could not be written: {cause}; the "
+              f"jobs' results are complete, rerun python -m convexp.compare {sweep_dir}",
+              flush=True)
+        return False
+    print(f"comparison report: {report_dir} (python -m convexp.compare {sweep_dir})",
+          flush=True)
+    logger = config.logger
+    if logger.name != "wandb" or value(logger.mode) == "disabled":
+        return True
+    try:
+        obey_the_jobs_decision(summaries)
+        group = report_group(summaries, sweep_dir, logger.group,
+                             config.hydra.runtime.choices.get("experiment"))
+        log_report_to_wandb(configs, report_dir, project=logger.project,
+                            entity=logger.entity, group=group, mode=value(logger.mode))
+    except Exception as e:  # noqa: BLE001 - the local report is written
+        print(f"convexp: the report's W&B upload failed ({type(e).__name__}: {e}); the local "
+              f"report is complete: {report_dir}", flush=True)
+    return True

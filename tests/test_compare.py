@@ -773,3 +773,33 @@ def test_a_single_seed_best_is_not_the_reference():
     ref = stats.ttest_ind([0.990, 0.991, 0.992], [0.97, 0.972], equal_var=False)
     assert configs[2]["welch_p_vs_best"] == pytest.approx(ref.pvalue, rel=1e-9)
     assert configs[2]["welch_reference"] == "dilated k3 d2"
+
+
+def test_a_sweep_whose_report_cannot_be_written_exits_1_with_one_line(sweep, monkeypatch,
+                                                                      capsys):
+    """A full disk at the report: one `convexp: error:` line naming the cause and the file,
+    no traceback, exit 1; the same sweep with room for its report ends normally."""
+    import errno
+
+    from omegaconf import OmegaConf
+
+    from convexp import callbacks
+
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)},
+                                      "runtime": {"choices": {}}},
+                            "logger": {"name": "none"}})
+    callbacks.ConvexpCallback().on_multirun_end(cfg)  # every job completed: no exit
+    assert "comparison report: " in capsys.readouterr().out
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device",
+                      str(sweep / "report" / "comparison.csv"))
+
+    monkeypatch.setattr(callbacks, "write_report", full_disk)
+    with pytest.raises(SystemExit) as exc:
+        callbacks.ConvexpCallback().on_multirun_end(cfg)
+    assert exc.value.code == 1
+    out = capsys.readouterr().out
+    assert ("convexp: error: the comparison report could not be written: no space left on "
+            f"device ({sweep / 'report' / 'comparison.csv'})") in out
+    assert "Traceback" not in out and "comparison report: " not in out
