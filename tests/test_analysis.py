@@ -334,3 +334,46 @@ def test_inference_latency_of_the_default_net_is_a_positive_figure():
     net = Net(3, 1, channels=(32, 64))  # convexp's default width
     ms = inference_latency_ms(net)
     assert math.isfinite(ms) and ms > 0
+
+
+def _reference_erf(net, images):
+    """The definition, image by image: |d(sum over channels of the centre)/d input|, mean."""
+    net.eval()
+    total = torch.zeros(images.shape[-2:], dtype=torch.float64)
+    for image in images:
+        x = image[None].clone().requires_grad_(True)
+        fmap = net.features(x)
+        h, w = fmap.shape[-2:]
+        (grad,) = torch.autograd.grad(fmap[0, :, h // 2, w // 2].sum(), x)
+        total += grad.abs().sum(dim=(0, 1)).double()
+    erf = (total / len(images)).numpy()
+    return erf / erf.max()
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_erf_of_the_dilated_depthwise_net_follows_the_definition(channels_last, monkeypatch):
+    """convexp's depthwise_dilated net (its fast dilated backward) as training leaves it, in
+    either memory format: equal to the per-image definition, and without computing any weight
+    gradient (the ERF needs the input's only)."""
+    from convexp import ops
+    from convexp.api import compose_config
+    from convexp.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model(compose_config(["model=depthwise_dilated"]).model)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    images = _images(6)
+    expected = _reference_erf(net, images)
+    net.train()
+    weight_grads = []
+    original = ops._weight_grad
+    monkeypatch.setattr(ops, "_weight_grad", lambda *a: weight_grads.append(1) or original(*a))
+    x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+    erf = effective_receptive_field(net, x, batch_size=4)
+    np.testing.assert_allclose(erf, expected, rtol=1e-4, atol=1e-6)
+    assert weight_grads == []
+    assert all(p.requires_grad for p in net.parameters())
+    # The same monkeypatch sees the weight gradient of a training step: the check can fail.
+    net(x).sum().backward()
+    assert weight_grads

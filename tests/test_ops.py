@@ -315,3 +315,83 @@ def test_onnx_export_of_a_model_with_the_op_matches_pytorch(tmp_path):
         with torch.no_grad():
             expected = model(images[:n]).numpy()
         np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    """The memory format a 4-D tensor is dense in (channels-last first where both hold)."""
+    if t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    assert t.is_contiguous(), f"strides {t.stride()} are neither layout"
+    return torch.contiguous_format
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same strides in every dimension longer than 1 (where a stride means something; autograd
+    compares gradients to their parameters the same way)."""
+    return a.shape == b.shape and all(
+        sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride(), strict=True) if n > 1)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("grad_channels_last", [True, False])
+@pytest.mark.parametrize(("dilation", "padding", "size"), [
+    (2, "same", (14, 14)), (3, "same", (14, 14)), (2, "valid", (13, 15)), (3, 1, (13, 15)),
+])
+def test_outputs_and_gradients_keep_the_input_layout(channels_last, grad_channels_last,
+                                                     dilation, padding, size):
+    """The output and the input gradient come back in the input's memory format, and the
+    weight gradient in the weight's, whatever layout the incoming gradient has: a tensor
+    leaving the op in another layout would make the ops around it take slow paths and add
+    reorders. And the values still match nn.Conv2d's."""
+    channels = 8
+    plain, fast = _pair_of_convs(channels, 3, dilation, padding)
+    x = _input(3, channels, *size, channels_last)
+    out_plain = plain(x)
+    grad = torch.randn(out_plain.shape, generator=torch.Generator().manual_seed(2))
+    if grad_channels_last:
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    out_p, grads_p, _ = _run(plain, x, grad, channels_last)
+    out_f, grads_f, grad_fn = _run(fast, x, grad, channels_last)
+    assert type(grad_fn).__name__ == FAST_GRAD_FN
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert out_f.is_contiguous(memory_format=layout)
+    assert grads_f[0].is_contiguous(memory_format=layout)
+    weight = fast.weight
+    assert grads_f[1].is_contiguous(memory_format=_layout(weight))
+    assert _same_layout(grads_f[1], weight)
+    _assert_same(out_f, out_p)
+    for got, want in zip(grads_f, grads_p, strict=True):
+        _assert_same(got, want, scale=want.abs().max().item())
+
+
+def test_the_real_models_tensors_stay_channels_last_forward_and_backward():
+    """depthwise_dilated as the runner trains it (channels-last): every activation is
+    channels-last, so is the gradient at every conv's output, and every layout, forward and
+    backward, is its undilated twin's."""
+    from convexp.api import compose_config
+    from convexp.models import build_model
+
+    def layouts(name: str) -> list[tuple[str, str, bool]]:
+        torch.manual_seed(0)
+        model = build_model(compose_config([f"model={name}"]).model)
+        model = model.to(memory_format=torch.channels_last)
+        seen = []
+
+        def hook(module, args, out, where):
+            if out.dim() == 4:
+                seen.append((where, "out", out.is_contiguous(memory_format=torch.channels_last)))
+                out.register_hook(lambda g: seen.append(
+                    (where, "grad", g.is_contiguous(memory_format=torch.channels_last))))
+
+        for where, module in model.features.named_modules():
+            if not list(module.children()):
+                module.register_forward_hook(lambda m, a, o, where=where: hook(m, a, o, where))
+        x = _input(16, 1, 28, 28, channels_last=True)
+        model(x).square().mean().backward()
+        return seen
+
+    dilated, twin = layouts("depthwise_dilated"), layouts("depthwise_separable")
+    assert dilated == twin  # dilation changes no layout, forward or backward
+    assert all(cl for _, kind, cl in dilated if kind == "out")
+    convs = [(where, cl) for where, kind, cl in dilated if kind == "grad" and ".conv." in where]
+    assert len(convs) == 4 and all(cl for _, cl in convs), convs
