@@ -17,6 +17,7 @@ it stands for):
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 
@@ -178,11 +179,21 @@ def describe_model(model_cfg, image_shape: tuple = MNIST_SHAPE, num_classes: int
     report = describe(model, image_shape)
     ratios = {}
     if is_builtin(model_cfg) and model_cfg.get("kernel_size") is not None:
-        standard = describe(build_model(OmegaConf.merge(model_cfg, {"name": "standard"}),
-                                        image_shape, num_classes), image_shape)
-        ratios = {"param_ratio_vs_standard": report.params / standard.params,
-                  "macs_ratio_vs_standard": report.macs / standard.macs}
+        standard_cfg = OmegaConf.merge(model_cfg, {"name": "standard"})
+        params, macs = _standard_cost(OmegaConf.to_yaml(standard_cfg, sort_keys=True),
+                                      tuple(image_shape), num_classes)
+        ratios = {"param_ratio_vs_standard": report.params / params,
+                  "macs_ratio_vs_standard": report.macs / macs}
     return report, ratios
+
+
+@functools.lru_cache(maxsize=64)
+def _standard_cost(standard_yaml: str, image_shape: tuple, num_classes: int) -> tuple[int, int]:
+    """Params and MACs of the standard reference net, described once per configuration in a
+    process: the jobs of a sweep that differ only in seed share it."""
+    standard = build_model(OmegaConf.create(standard_yaml), image_shape, num_classes)
+    report = describe(standard, image_shape)
+    return report.params, report.macs
 
 
 def receptive_field(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> int:

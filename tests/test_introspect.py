@@ -285,3 +285,24 @@ def test_describe_model_gives_ratios_for_conv_variants_only():
                       "macs_ratio_vs_standard": report.macs / standard.macs}
     book_report, book_ratios = describe_model(OmegaConf.create({"name": "book_cnn"}))
     assert book_report.params == 24_496 and book_ratios == {}
+
+
+def test_the_standard_reference_is_described_once_per_configuration(monkeypatch):
+    """A sweep's seeds share a configuration: the standard net it is compared with is built
+    and described once per process, with the same ratios each time."""
+    from convexp import introspect
+    from convexp.api import compose_config
+
+    introspect._standard_cost.cache_clear()
+    built = []
+    real_build = introspect.build_model
+    monkeypatch.setattr(introspect, "build_model",
+                        lambda cfg, *a, **k: built.append(cfg.name) or real_build(cfg, *a, **k))
+    cfg = compose_config(["model=depthwise_dilated", "model.kernel_size=5"]).model
+    first = introspect.describe_model(cfg)
+    second = introspect.describe_model(cfg)
+    assert built == ["depthwise_dilated", "standard", "depthwise_dilated"]
+    assert first[1] == second[1] and 0 < first[1]["macs_ratio_vs_standard"] < 1
+    other = compose_config(["model=depthwise_dilated", "model.kernel_size=3"]).model
+    introspect.describe_model(other)
+    assert built[-2:] == ["depthwise_dilated", "standard"]  # another configuration: described
