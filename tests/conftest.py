@@ -190,3 +190,17 @@ def assert_no_result(out_dir: Path) -> None:
     if out_dir.exists():
         assert not list(out_dir.rglob("*.pt")), "a failed job left a checkpoint"
         assert not (out_dir / "metrics.jsonl").exists(), "a failed job left metrics.jsonl"
+
+
+# --- the quick loop ---------------------------------------------------------------------------
+
+# Module fixtures that train or run several convexp processes before their first test: every
+# test that uses one is `slow`, so `pytest -m "not slow"` (the quick loop) never pays for them.
+SLOW_FIXTURES = {"cli", "results", "book_run", "interrupted_run", "bad_cli", "variant_runs",
+                 "repro_runs", "basic_sweep", "made_dirs", "sweep_report"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

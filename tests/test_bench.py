@@ -9,9 +9,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from convexp.bench import grid_order, override_sets
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_positive_numbers(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "convexp.bench", "--quick", "--models", "book_cnn",
@@ -58,6 +61,7 @@ def test_override_sets():
                                    ["trainer.compile=false"]]
 
 
+@pytest.mark.slow
 def test_compile_cache_runs_a_cold_and_a_warm_compiled_process(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "convexp.bench", "--quick", "--models", "book_cnn",

@@ -93,6 +93,7 @@ def test_api_train_reports_like_the_cli(tmp_path, caplog):
     assert any("test accuracy" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_export_writes_beside_the_checkpoint_quietly(tmp_path):
     run_cli([*TINY], tmp_path, check_rc=0)
     run_dir = tmp_path / "run"
@@ -175,6 +176,7 @@ def _screen(output: str) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(tmp_path):
     output = _run_in_a_terminal([*TINY, "model=book_cnn", "data.train_size=256",
                                  "data.batch_size=64", "trainer.max_epochs=2"], tmp_path)

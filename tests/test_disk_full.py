@@ -122,6 +122,7 @@ def fill(disk: Path) -> None:
         pass
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_after_epoch_1_ends_the_run_failed(small_disk, tmp_path):
     run_dir = small_disk / "run"
     cmd = [sys.executable, "-m", "convexp", *FAST_RUN, "trainer.max_epochs=3",

@@ -94,6 +94,7 @@ def test_a_different_named_target_does_not_trust_the_checkpoint(shared_run, tmp_
     assert not (tmp_path / "marker").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["named", "trusted"])
 def test_a_checkpoint_target_the_user_names_or_trusts_is_exported(how, shared_run, tmp_path):
     pytest.importorskip("onnx")
@@ -117,6 +118,7 @@ def test_trust_checkpoint_without_a_checkpoint_is_refused(tmp_path):
     ("subprocess.Popen", ["subprocess.Popen", "not a Python function"]),
     ("os.path.join", ["os.path.join", "builder's arguments"]),
 ])
+@pytest.mark.slow
 def test_every_target_must_be_a_model_builder(target, needles, tmp_path):
     proc = convexp([f"+model._target_={target}", "debug=fast", "trainer.progress=false",
                     f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)

@@ -49,6 +49,7 @@ def stray_temp_files(folder: Path) -> list[Path]:
 ABSURD_LR = ["optimizer=sgd", "optimizer.lr=1e6", "scheduler=none"]
 
 
+@pytest.mark.slow
 def test_absurd_lr_diverges_in_summary_and_wandb(tmp_path):
     """SGD at lr 1e6 makes the loss non-finite within the first epoch (verified: by step 7 of
     7). The job says so in summary.json and in W&B, and keeps no non-finite weights."""
@@ -155,6 +156,7 @@ def wait_for_epoch(proc: subprocess.Popen, metrics: Path, timeout: float = 1500)
     pytest.fail("no epoch finished in time")
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     base_tmp, int_tmp = tmp_path / "baseline", tmp_path / "interrupted"
     res_tmp = tmp_path / "resumed"
@@ -254,6 +256,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
     cmd = cli_command([*FAST_RUN, "trainer.max_epochs=3"], tmp_path)
     proc = subprocess.run([cmd[0], "-c", TWO_CTRL_C, *cmd[3:]], cwd=tmp_path,
@@ -378,6 +381,7 @@ def test_atomic_write_keeps_normal_permissions(tmp_path):
 # --- W&B failures ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_wandb_unreachable_never_stops_a_run(tmp_path):
     """logger.mode=online with no credentials and an unreachable server (a quick probe finds
     it so): the run falls back to an offline W&B run, says so and how to upload it, training

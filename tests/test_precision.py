@@ -322,6 +322,7 @@ def separable_net(dilation: int, depthwise=nn.Conv2d) -> nn.Module:
     "make_net", [dense_net, lambda: separable_net(2),
                  lambda: separable_net(2, depthwise=DilatedDepthwiseConv2d)],
     ids=["dense", "depthwise_dilated", "convexp_dilated_depthwise"])
+@pytest.mark.slow
 def test_bf16_autocast_trains_on_mnist_without_nan(make_net):
     """The runner's bf16 path (autocast on the forward, fp32 loss and fp32 weights) on real
     MNIST batches: finite losses and weights, and the loss falls."""

@@ -275,6 +275,7 @@ def _check_onnx_against_torch(onnx_path: Path, checkpoint: Path) -> None:
         np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_writes_onnx_that_matches_pytorch(separable_run, book_run, tmp_path):
     """mode=export writes model.onnx beside the checkpoint, in the run dir it came from
     (whether checkpoint= names the run dir or the checkpoint file), and creates no new dir."""

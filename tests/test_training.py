@@ -87,6 +87,7 @@ def repro_runs(tmp_path_factory):
 # --- every variant learns -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_short_training_beats_chance(variant_runs, name):
     run_dir, summary = variant_runs(name)
@@ -243,6 +244,7 @@ def _write_npy(root: Path, train: Split, test: Split | None) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_npy_format_trains_like_the_idx_files(mnist, variant_runs, tmp_path):
     full_train, test = mnist
     assert full_train.images.shape == (60000, 1, 28, 28) and test.images.shape[0] == 10000

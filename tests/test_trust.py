@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import cli_env, read_summary, run_cli
+from conftest import FAST_RUN, cli_env, read_summary, run_cli
 
 import convexp.atomic
 from convexp.api import compose_config, train
@@ -29,7 +29,7 @@ from convexp.checkpoint import load_checkpoint, save_checkpoint
 from convexp.data import BUNDLED_MNIST, IDX_FILES, IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from convexp.errors import ConfigError, DataError
 
-QUICK = ["debug=fast", "trainer.progress=false"]
+QUICK = FAST_RUN  # debug=fast on 2,000 training images
 
 
 def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -136,6 +136,7 @@ def test_resume_refuses_overrides_that_change_what_it_trains(interrupted_run, tm
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_resume_trains_and_records_the_checkpoints_config(interrupted_run, tmp_path):
     proc = run_cli([f"resume={interrupted_run}", "model.kernel_size=5",
                     "trainer.progress=false"], tmp_path, check_rc=0)
@@ -183,6 +184,7 @@ def test_a_refused_resume_export_leaves_no_dir(interrupted_run, tmp_path):
 # --- 3. one run, one directory ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_their_own_dirs(tmp_path):
     """Two runs in the same second, with Hydra's default run dir: both results stay."""
     args = ["mode=summary", "logger=none"]  # quick: the dir is what is tested
