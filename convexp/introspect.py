@@ -1,4 +1,6 @@
-"""Model introspection: per-layer output shapes, parameters, MACs and the receptive field.
+"""Model introspection: per-layer output shapes, parameters, MACs, the receptive field and
+its holes in theory (input pixels inside it that no path of nonzero kernel taps reaches: the
+gridding of stacked dilations, `rf_holes_theory`).
 
 One forward pass on a single zero image, in eval mode and under ``torch.no_grad()``, runs under
 ``torch.utils.flop_counter.FlopCounterMode``. MACs are that counter's FLOPs / 2, so only the ops
@@ -17,15 +19,19 @@ it stands for):
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from convexp.analysis import last_spatial_map
+from convexp.erf_maps import rf_window
 from convexp.models import MNIST_SHAPE, build_model, is_builtin
 
 # Layers after which the feature map is no longer spatial: the receptive field stops there.
@@ -49,6 +55,9 @@ class ModelReport:
     macs: int  # MACs per image; equals the sum over layers
     receptive_field: int  # pixels, one side, of the last spatial feature map
     input_shape: tuple
+    # Share of the pixels inside the RF that no path of nonzero taps reaches (gridding), in
+    # theory (`rf_holes_theory`); None where the model has no spatial feature map.
+    rf_holes_theory: float | None = None
 
     def format_table(self) -> str:
         header = ("name", "type", "kernel", "output", "params", "MACs")
@@ -85,6 +94,8 @@ class ModelReport:
                 f"params             {_with_suffix(self.params)}",
                 f"MACs per image     {_with_suffix(self.macs)}",
                 f"receptive field    RF {rf}x{rf}",
+                *([f"holes in RF        {self.rf_holes_theory:.1%} of it no path reaches "
+                   "(gridding)"] if self.rf_holes_theory else []),
                 "MACs: conv and linear, from torch.utils.flop_counter",
             ]
         )
@@ -160,12 +171,18 @@ def describe(model: nn.Module, input_shape: tuple = (1, 28, 28)) -> ModelReport:
         for module, flag in training.items():
             module.training = flag
 
+    rf = _receptive_field(leaf_calls)
+    try:
+        holes = rf_holes_theory(model, input_shape, rf)
+    except (ValueError, RuntimeError, TypeError):  # no spatial map, or a copy it cannot make
+        holes = None
     return ModelReport(
         layers=list(layers.values()),
         params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         macs=counter.get_total_flops() // 2 + declared_minus_counted,
-        receptive_field=_receptive_field(leaf_calls),
+        receptive_field=rf,
         input_shape=tuple(input_shape),
+        rf_holes_theory=holes,
     )
 
 
@@ -216,6 +233,61 @@ def _receptive_field(leaf_calls: list[nn.Module]) -> int:
             rf += dilation * (kernel - 1) * jump
             jump *= _first(module.stride)
     return rf
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Dropout)
+
+
+def _structural_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy of `model` whose output depends on an input pixel exactly where some path
+    of nonzero kernel taps joins them: every conv's and linear's nonzero weights become 1 and
+    its bias 0, norms and dropout the identity, max-pools average pools (a window reaches its
+    output if any of its elements does). On a positive input every value stays positive, so
+    activations such as ReLU pass every path's gradient."""
+    net = copy.deepcopy(getattr(model, "_orig_mod", model)).to("cpu", torch.float64).eval()
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _NORMS):
+                setattr(parent, name, nn.Identity())
+            elif isinstance(child, nn.MaxPool2d):
+                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride,
+                                                   child.padding, ceil_mode=child.ceil_mode))
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+                module.weight.copy_((module.weight != 0).to(torch.float64))
+                if module.bias is not None:
+                    module.bias.zero_()
+    return net
+
+
+def reachable_inputs(model: nn.Module, input_shape: tuple = MNIST_SHAPE) -> np.ndarray:
+    """Which input pixels (H, W booleans) some path of nonzero kernel taps joins to the centre
+    unit of the last spatial feature map (the unit whose ERF `convexp.analysis` takes):
+    the structure alone decides, not the trained weights' values or the images."""
+    net = _structural_copy(model)
+    x = torch.ones(1, *input_shape, dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        fmap = last_spatial_map(net, x)
+        h, w = fmap.shape[-2:]
+        (grad,) = torch.autograd.grad(fmap[:, :, h // 2, w // 2].sum(), x, allow_unused=True)
+    if grad is None:
+        return np.zeros(tuple(input_shape[-2:]), dtype=bool)
+    return (grad.abs().sum(dim=(0, 1)) > 0).numpy()
+
+
+def rf_holes_theory(model: nn.Module, input_shape: tuple = MNIST_SHAPE,
+                    rf: int | None = None) -> float:
+    """The gridding of a dilated net, in theory: the share of the input pixels inside the
+    theoretical receptive field (side `rf`, placed as `erf_maps.rf_window` places it on the
+    ERF, so the two counts compare) that no path of nonzero kernel taps reaches from the
+    centre unit. Stacked equal dilations leave holes, rates without a common factor > 1
+    (1, 2, 5: hybrid dilated convolution, Wang et al. 2018) leave none; dense nets 0."""
+    reach = reachable_inputs(model, input_shape)
+    rf = rf if rf is not None else receptive_field(model, input_shape)
+    top, left, bottom, right = rf_window(reach.astype(np.float64), rf)
+    window = reach[top:bottom + 1, left:right + 1]
+    return float(1 - window.mean()) if window.size else 0.0
 
 
 def _detail(module: nn.Module) -> str:

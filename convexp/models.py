@@ -7,7 +7,8 @@ The four variants share one skeleton (blocks of conv -> norm -> activation -> po
 linear classifier); only the conv operator differs. `standard` and `dilated` both use a
 dense Conv2d with `dilation`, `depthwise_separable` and `depthwise_dilated` a depthwise
 Conv2d with `dilation` followed by a pointwise 1x1: the names differ in their default
-dilation, so one sweep over kernel_size x dilation applies to every variant.
+dilation, so one sweep over kernel_size x dilation applies to every variant. `dilation` is
+one int for every block or a list of one per block (`[1, 2, 5]`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from convexp.errors import ConfigError, ModelBuildError
 from convexp.ops import DilatedDepthwiseConv2d
 from convexp.registry import Registry
 from convexp.schema import value
-from convexp.variants import effective_kernel_size
+from convexp.variants import dilation_schedule, effective_kernel_size
 
 MODELS: Registry[nn.Module] = Registry("model")
 register_model = MODELS.register
@@ -174,22 +175,24 @@ class ConvNet(nn.Module):
         padding, norm, activation, pool, head = map(value, (padding, norm, activation, pool, head))
         in_channels, height, width = image_shape
         blocks, c_in = [], in_channels
-        k_eff = effective_kernel_size(kernel_size, dilation)
-        for i, c_out in enumerate(channels):
+        dilations = dilation_schedule(dilation, len(channels))  # an int, or one per block
+        if len(dilations) != len(channels) or min(dilations) < 1:
+            raise ConfigError(f"model.dilation={dilations} must list one dilation >= 1 per "
+                              f"block ({len(channels)} in model.channels={list(channels)})")
+        for i, (c_out, d) in enumerate(zip(channels, dilations, strict=True)):
             if padding == "valid":
+                k_eff = effective_kernel_size(kernel_size, d)
                 if k_eff > min(height, width):
                     raise ModelBuildError(
                         f"block features.{i} collapses the feature map: its input is "
                         f"{height}x{width} but kernel_size={kernel_size} with "
-                        f"dilation={dilation} has an effective kernel size of {k_eff}. Use a "
+                        f"dilation={d} has an effective kernel size of {k_eff}. Use a "
                         f"smaller kernel_size or dilation, fewer stages in model.channels, or "
                         f"model.padding=same."
                     )
                 height, width = height - k_eff + 1, width - k_eff + 1
             block_pool = pool if min(height, width) >= 2 else "none"  # never pool 1 px away
-            conv = make_conv(
-                c_in, c_out, kernel_size, dilation, padding, bias=norm != "batch"
-            )
+            conv = make_conv(c_in, c_out, kernel_size, d, padding, bias=norm != "batch")
             blocks.append(ConvBlock(conv, c_out, norm, activation, block_pool))
             if block_pool != "none":
                 height, width = height // 2, width // 2

@@ -1,6 +1,7 @@
 """Names, one owner for the job, its W&B run and the report. Torch-free.
 
-* `config_label`: a configuration, from its built variant: `depthwise_dilated k5 d2`. So
+* `config_label`: a configuration, from its built variant: `depthwise_dilated k5 d2` (with a
+  dilation per block: `dilated k3 d1-2`). So
   `model=depthwise_separable model.dilation=2` is named for `depthwise_dilated`, as its
   `variant` says (convexp.variants).
 * `run_name`: a job, its label and seed: `depthwise_dilated k5 d2 s1` (its W&B run's name).
@@ -18,18 +19,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from convexp.record import WANDB_GROUP
-from convexp.variants import variant_of
+from convexp.variants import dilation_text, variant_of
 
 SWEEP_TAG_LIMIT = 64  # W&B refuses longer tags
 
 
-def config_label(variant: str, kernel_size: int | None = None,
-                 dilation: int | None = None) -> str:
+def config_label(variant: str, kernel_size: int | None = None, dilation=None) -> str:
     """`depthwise_dilated k5 d2`: the variant, with kernel size and dilation where the model
-    has them (book_cnn has neither, a user's `_target_` model may have either)."""
+    has them (book_cnn has neither, a user's `_target_` model may have either). A dilation
+    schedule, one per block, reads `d1-2-5`."""
     parts = [str(variant) if variant is not None else "?"]
     parts += [f"k{kernel_size}"] if kernel_size is not None else []
-    parts += [f"d{dilation}"] if dilation is not None else []
+    parts += [f"d{dilation_text(dilation)}"] if dilation is not None else []
     return " ".join(parts)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -57,7 +58,9 @@ class ConvNetConfig(ModelConfig):
     classifier. Only the conv operator differs between them."""
 
     kernel_size: int = 3
-    dilation: int = 1
+    # One int for every block, or a list with one per block ([1, 2, 5]: hybrid dilated
+    # convolution). OmegaConf has no int | list[int]: convexp.validate checks it.
+    dilation: Any = 1
     channels: list[int] = field(default_factory=lambda: [32, 64])
     padding: Padding = Padding.same
     norm: Norm = Norm.batch

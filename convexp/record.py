@@ -48,6 +48,10 @@ WANDB_GROUP = "wandb_group"  # the W&B group the job logged into (newer summarie
 WANDB_ONLINE_UNAVAILABLE = "wandb_online_unavailable"
 TRAIN_SAMPLES_PER_S = "train_samples_per_s"
 INFERENCE_MS = "inference_ms_per_image"
+# The share of the pixels inside the theoretical receptive field that no path of nonzero
+# kernel taps reaches (the gridding of stacked dilations), from the built model's structure;
+# `erf_rf_holes` is the same share measured on the trained ERF.
+RF_HOLES_THEORY = "rf_holes_theory"
 
 
 def _natural_key(text: str) -> list[Any]:

@@ -49,7 +49,12 @@ from convexp.loggers import LOGGERS, NullLogger, build_logger, wandb_config
 from convexp.models import MODELS, build_model, is_builtin
 from convexp.naming import config_label, run_name, sweep_group, sweep_tag, sync_glob
 from convexp.optim import OPTIMIZERS, SCHEDULERS
-from convexp.record import OBJECTIVE, OBJECTIVE_VALUE, WANDB_ONLINE_UNAVAILABLE
+from convexp.record import (
+    OBJECTIVE,
+    OBJECTIVE_VALUE,
+    RF_HOLES_THEORY,
+    WANDB_ONLINE_UNAVAILABLE,
+)
 from convexp.runner import FitResult, Runner
 from convexp.schema import to_container, to_schema, value
 from convexp.signals import (
@@ -284,8 +289,8 @@ def _summary_fields(cfg, ctx: JobContext) -> dict:
     m = cfg.model
     fields = {"model": m.name, "variant": variant_of(m.name, m.get("dilation"))}
     for key in ("kernel_size", "dilation", "channels", "padding"):
-        if key in m:
-            fields[key] = value(m[key]) if key != "channels" else list(m[key])
+        if key in m:  # channels, and a dilation schedule (one per block), as lists
+            fields[key] = list(m[key]) if OmegaConf.is_list(m[key]) else value(m[key])
     return {**fields, "seed": cfg.seed, "wandb_group": _wandb_group(cfg, ctx)}
 
 
@@ -379,7 +384,8 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
     resolved = to_container(cfg)
     job.summary.update(
         params=report.params, macs=report.macs, receptive_field=report.receptive_field,
-        **ratios, device=str(device), precision=auto.precision,
+        **{RF_HOLES_THEORY: report.rf_holes_theory}, **ratios, device=str(device),
+        precision=auto.precision,
         threads=torch.get_num_threads(), wandb_run_id=job.run_id,
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from convexp.errors import ConfigError
@@ -74,9 +74,27 @@ def _checks(cfg):
         yield "model.channels", channels, all(c > 0 for c in channels), "must all be > 0"
     if m.get("kernel_size") is not None and "_target_" not in m:
         yield "model.kernel_size", m.kernel_size, m.kernel_size >= 1, "must be >= 1"
-        yield "model.dilation", m.dilation, m.dilation >= 1, "must be >= 1"
+        yield from _dilation_checks(m)
         yield "model.dropout", m.dropout, 0 <= m.dropout < 1, "must lie in [0, 1)"
     yield from mode_checks(cfg)
+
+
+def _positive_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
+def _dilation_checks(m):
+    """`model.dilation`: an int >= 1 for every block, or one per block (`[1, 2, 5]`)."""
+    d = m.dilation
+    if isinstance(d, ListConfig | list | tuple):
+        schedule = list(d)
+        blocks = len(m.channels) if m.get("channels") is not None else len(schedule)
+        ok = len(schedule) == blocks and all(_positive_int(x) for x in schedule)
+        yield ("model.dilation", schedule, ok,
+               f"must list one int >= 1 per block ({blocks} in model.channels), or be one int")
+    else:
+        yield ("model.dilation", d, _positive_int(d),
+               "must be >= 1 (an int, or a list of one per block)")
 
 
 def mode_checks(cfg):

@@ -9,6 +9,9 @@ Torch-free: the report and the naming code import it without torch.
   them: standard conv (standard, dilated), depthwise-separable conv (depthwise_separable,
   depthwise_dilated); other models under their own name.
 * effective kernel size: the span of a dilated kernel, d * (k - 1) + 1.
+* dilation schedule: `model.dilation` is one int for every block, or a list with one per
+  block (`[1, 2, 5]`, hybrid dilated convolution); `dilation_text` writes either (`2`,
+  `1-2-5`), `dilation_key` makes either hashable and sortable (the report groups by it).
 """
 
 from __future__ import annotations
@@ -26,16 +29,54 @@ def effective_kernel_size(kernel_size: int, dilation: int) -> int:
     return dilation * (kernel_size - 1) + 1
 
 
+def dilation_schedule(dilation: Any, blocks: int) -> list[int]:
+    """One dilation per block: an int repeated, or the list itself (checked by the caller)."""
+    if isinstance(dilation, (int, float, str)) or dilation is None:
+        return [int(dilation or 1)] * blocks
+    return [int(d) for d in dilation]
+
+
+def is_dilated(dilation: Any) -> bool:
+    """Whether an int or a schedule dilates any block."""
+    if dilation is None or isinstance(dilation, (int, float, str)):
+        return int(dilation or 1) > 1
+    return any(int(d) > 1 for d in dilation)
+
+
+def dilation_key(dilation: Any) -> Any:
+    """A hashable form: an int as it is, a schedule as a tuple (a list in summary.json)."""
+    if dilation is None or isinstance(dilation, (int, float, str)):
+        return dilation
+    return tuple(int(d) for d in dilation)
+
+
+def dilation_sort_key(dilation: Any) -> tuple:
+    """Sorts ints and schedules together: ints and schedules by their entries, none last."""
+    key = dilation_key(dilation)
+    if key is None:
+        return (1, ())
+    return (0, key if isinstance(key, tuple) else (int(key),))
+
+
+def dilation_text(dilation: Any) -> str:
+    """`2` for an int, `1-2-5` for a schedule, `-` for none."""
+    key = dilation_key(dilation)
+    if key is None:
+        return "-"
+    return "-".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
 def is_separable(model_name: str) -> bool:
     """Whether the model file builds depthwise-separable convs (depthwise, then pointwise)."""
     return str(model_name).startswith("depthwise")
 
 
-def variant_of(model_name: str, dilation: int | None) -> str:
-    """The operator a config really builds: standard with dilation 2 is the dilated net."""
+def variant_of(model_name: str, dilation: Any) -> str:
+    """The operator a config really builds: standard with dilation 2 is the dilated net, and so
+    is standard with a schedule that dilates any block (`[1, 2]`)."""
     if model_name not in CONV_VARIANTS:
         return model_name
-    dilated = (dilation or 1) > 1
+    dilated = is_dilated(dilation)
     if is_separable(model_name):
         return "depthwise_dilated" if dilated else "depthwise_separable"
     return "dilated" if dilated else "standard"

@@ -306,3 +306,27 @@ def test_the_standard_reference_is_described_once_per_configuration(monkeypatch)
     other = compose_config(["model=depthwise_dilated", "model.kernel_size=3"]).model
     introspect.describe_model(other)
     assert built[-2:] == ["depthwise_dilated", "standard"]  # another configuration: described
+
+
+def test_theoretical_holes_of_a_custom_stack_and_of_a_model_without_a_spatial_map():
+    # Two 3x3 convs at dilation 2 (any model, no `features`): offsets -4..4 in steps of 2
+    # reach 25 of the 9x9 RF's 81 pixels; 1 then 2 (hybrid) reach all 49 of the 7x7.
+    from convexp.introspect import reachable_inputs, rf_holes_theory
+
+    def stack(d1, d2):
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=d1, dilation=d1), nn.ReLU(),
+                             nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=d2, dilation=d2))
+
+    gridded = stack(2, 2)
+    assert describe(gridded).receptive_field == 9
+    assert reachable_inputs(gridded).sum() == 25
+    assert rf_holes_theory(gridded) == pytest.approx(56 / 81)
+    assert describe(stack(1, 2)).rf_holes_theory == 0.0
+    # A zeroed tap is no path: the centre tap alone of the second conv leaves the first's 3x3
+    sparse = stack(1, 2)
+    with torch.no_grad():
+        sparse[3].weight.zero_()
+        sparse[3].weight[:, :, 1, 1] = 1.0
+    assert reachable_inputs(sparse).sum() == 9
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    assert describe(mlp).rf_holes_theory is None  # no spatial feature map

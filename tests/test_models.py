@@ -249,3 +249,17 @@ def test_one_by_one_feature_map_builds_with_batch_norm(overrides, width):
     model = build_model(_model_cfg("model=standard", *overrides))
     assert _last_linear(model).in_features == width
     assert _forward(model).shape == (BATCH, 10)
+
+
+@pytest.mark.parametrize("name", ["standard", "depthwise_separable"])
+def test_a_dilation_schedule_builds_one_dilation_per_block(name):
+    model = build_model(_model_cfg(f"model={name}", "model.channels=[8,16,32]",
+                                   "model.dilation=[1,2,5]"))
+    depthwise = [c for c in _convs(model) if c.kernel_size == (3, 3)]
+    assert [c.dilation[0] for c in depthwise] == [1, 2, 5]
+    assert _forward(model).shape == (BATCH, 10)
+    as_int = build_model(_model_cfg(f"model={name}", "model.dilation=2"))
+    as_list = build_model(_model_cfg(f"model={name}", "model.dilation=[2,2]"))
+    assert str(as_int) == str(as_list)  # an int is the schedule that repeats it
+    with pytest.raises(ConfigError, match="one dilation >= 1 per block"):
+        build_model(_model_cfg(f"model={name}", "model.dilation=[1,2,5]"))  # two blocks

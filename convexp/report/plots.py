@@ -17,9 +17,11 @@ import numpy as np
 
 from convexp._format import si
 from convexp.erf_maps import draw_erf
+from convexp.record import RF_HOLES_THEORY
 from convexp.report.runs import erf_rows, objective_text, point_label
 from convexp.report.runs import operators as _operators
 from convexp.report.stats import NOISY_SPREAD, CostAxis, cost, cost_axes, noisy_costs, pareto_front
+from convexp.variants import dilation_sort_key, dilation_text
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 
@@ -47,7 +49,7 @@ def _dodged(points: list[dict], xs: list[float], axis: CostAxis) -> list[float]:
     for i, x in enumerate(xs):
         groups.setdefault(x, []).append(i)
     for members in groups.values():
-        members.sort(key=lambda i: (points[i]["dilation"] or 0, points[i]["label"]))
+        members.sort(key=lambda i: (dilation_sort_key(points[i]["dilation"]), points[i]["label"]))
         for rank, i in enumerate(members):
             out[i] = tx[i] + (rank - (len(members) - 1) / 2) * step
     return [10**v for v in out] if axis.log else out
@@ -242,7 +244,7 @@ def _legend_handles(styles: dict) -> list[Any]:
             color="0.4",
             marker=marker,
             linestyle="none",
-            label=f"dilation {d}" if d is not None else "no dilation (other model)",
+            label=f"dilation {dilation_text(d)}" if d is not None else "no dilation (other model)",
         )
         for d, marker in styles["marker"].items()
     ]
@@ -263,7 +265,7 @@ def _legend_handles(styles: dict) -> list[Any]:
 
 
 def _cost_styles(configs: list[dict]) -> dict:
-    dilations = sorted({c["dilation"] for c in configs}, key=lambda d: (d is None, d or 0))
+    dilations = sorted({c["dilation"] for c in configs}, key=dilation_sort_key)
     return {
         "color": {op: f"C{i % 10}" for i, op in enumerate(_operators(configs))},
         "marker": {d: MARKERS[i % len(MARKERS)] for i, d in enumerate(dilations)},
@@ -327,7 +329,7 @@ def heatmap_data(configs: list[dict]) -> tuple[list[str], list[int], list[int], 
     cells = [c for c in configs if None not in (c["kernel_size"], c["dilation"])]
     operators = _operators(cells)
     kernels = sorted({c["kernel_size"] for c in cells})
-    dilations = sorted({c["dilation"] for c in cells})
+    dilations = sorted({c["dilation"] for c in cells}, key=dilation_sort_key)
     grids: dict[str, dict[tuple[int, int], list[dict]]] = {op: {} for op in operators}
     for c in cells:
         key = (kernels.index(c["kernel_size"]), dilations.index(c["dilation"]))
@@ -399,7 +401,7 @@ def plot_heatmap(configs: list[dict], out_dir: Path) -> Path | None:
                 ax.text(j, i, "failed", ha="center", va="center", color="0.3", fontsize=8)
             else:
                 ax.text(j, i, "not run", ha="center", va="center", color="0.5", fontsize=7)
-        ax.set_xticks(range(len(dilations)), [str(d) for d in dilations])
+        ax.set_xticks(range(len(dilations)), [dilation_text(d) for d in dilations])
         ax.set_yticks(range(len(kernels)), [str(k) for k in kernels])
         ax.set_xlabel("dilation", fontsize=9)
         ax.set_ylabel("kernel size", fontsize=9)
@@ -428,7 +430,7 @@ def plot_erf_grid(rows: list[dict], out_dir: Path) -> Path | None:
 
 
     row_keys = list(dict.fromkeys((r["operator"], r["kernel"]) for r in rows))
-    col_keys = sorted({r["dilation"] for r in rows}, key=lambda d: (d is None, d or 0))
+    col_keys = sorted({r["dilation"] for r in rows}, key=dilation_sort_key)
     fig = _new_figure((1.9 * len(col_keys) + 1.6, 2.0 * len(row_keys) + 0.9))
     axes = fig.subplots(len(row_keys), len(col_keys), squeeze=False)
     image = None
@@ -455,10 +457,13 @@ def plot_erf_grid(rows: list[dict], out_dir: Path) -> Path | None:
             bits = [rf_text]
             if stats.get("erf_95") is not None:
                 bits.append(f"ERF95 {stats['erf_95']} px")
-            if stats.get("rf_holes"):
-                bits.append(f"holes {stats['rf_holes']:.0%}")
+            theory = row["config"].get(RF_HOLES_THEORY)
+            if stats.get("rf_holes") or theory:
+                holes = f"{stats['rf_holes']:.0%}" if stats.get("rf_holes") is not None else "?"
+                bits.append(f"holes {holes}" + (f" (theory {theory:.0%})" if theory else ""))
+            model = str(row["config"]["model"])
             ax.set_title(
-                f"k{kernel} d{dilation}" if kernel is not None else str(row["config"]["model"]),
+                f"k{kernel} d{dilation_text(dilation)}" if kernel is not None else model,
                 fontsize=8,
                 pad=2,
             )

@@ -15,6 +15,7 @@ from typing import Any
 from convexp import record
 from convexp._format import si, text_table
 from convexp.atomic import atomic_write_text
+from convexp.record import RF_HOLES_THEORY
 from convexp.report.runs import (
     EXTRA_METRICS,
     METRICS,
@@ -35,6 +36,7 @@ from convexp.report.stats import (
     ranked,
     reference_config,
 )
+from convexp.variants import dilation_text
 
 CSV_COLUMNS = [
     "label",
@@ -65,12 +67,15 @@ CSV_COLUMNS = [
     *(f"objective_{stat}" for stat in ("mean", "std", "n")),
     "objective_values",
     *(f"train_ms_per_sample_{stat}" for stat in ("mean", "std", "n")),
+    record.RF_HOLES_THEORY,  # the share of the RF no path of nonzero taps reaches
 ]
 STD_NOTE = "std = sample standard deviation over seeds (ddof=1); only completed jobs count"
 TERMINAL_WIDTH = 120  # the printed table fits; the CSV and Markdown keep every column
 ERF_NOTE = (
     "ERF 95%: side of the smallest centred square holding 95% of the ERF's mass. Holes in RF: "
-    "share of the theoretical RF's pixels that get no gradient at all (gridding). An RF larger "
+    "share of the theoretical RF's pixels that get no gradient at all (gridding); holes in "
+    "theory: the share no path of nonzero kernel taps reaches, from the built model (stacked "
+    "equal dilations leave some, rates such as 1, 2, 5 none). An RF larger "
     "than the image is cut by the image border, and so is the ERF."
 )
 PLOT_TEXT = {
@@ -277,9 +282,8 @@ def table(configs: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for c in configs:
         variant = str(c["variant"]) + (f" ({c['settings']})" if c["settings"] else "")
-        kernel, dilation = (
-            str(c[f]) if c[f] is not None else "-" for f in ("kernel_size", "dilation")
-        )
+        kernel = str(c["kernel_size"]) if c["kernel_size"] is not None else "-"
+        dilation = dilation_text(c["dilation"])  # 2, or a schedule: 1-2-5
         row = [variant, kernel, dilation, si(c["params"]), si(c["macs"]),
                si(c["receptive_field"])]
         if show_ratios:
@@ -305,9 +309,8 @@ def terminal_table(configs: list[dict], *, indent: str = "", limit: int | None =
     rows = []
     for c in configs[:limit] if limit else configs:
         variant = str(c["variant"]) + (f" ({c['settings']})" if c["settings"] else "")
-        kernel, dilation = (
-            str(c[f]) if c[f] is not None else "-" for f in ("kernel_size", "dilation")
-        )
+        kernel = str(c["kernel_size"]) if c["kernel_size"] is not None else "-"
+        dilation = dilation_text(c["dilation"])  # 2, or a schedule: 1-2-5
         row = [variant, kernel, dilation, si(c["macs"])]
         row += [acc_cell(c, metric) for _, metric in accuracy]
         ms = c["train_ms_per_sample_mean"]
@@ -335,7 +338,7 @@ def failure_lines(summaries: list[dict]) -> list[str]:
 def erf_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the ERF table (one row per configuration with a saved ERF)."""
     headers = ["operator", "kernel", "dilation", "theoretical RF (px)", "ERF 95% (px)"]
-    headers += ["ERF 95% / RF", "holes in RF", "seeds"]
+    headers += ["ERF 95% / RF", "holes in RF", "holes in theory", "seeds"]
     cells = []
     for row in rows:
         stats, rf, erf = row["stats"] or {}, row["rf"], row["erf"]
@@ -347,11 +350,13 @@ def erf_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             [
                 row["operator"],
                 str(row["kernel"]) if row["kernel"] is not None else "-",
-                str(row["dilation"]) if row["dilation"] is not None else "-",
+                dilation_text(row["dilation"]),
                 rf_text,
                 str(erf_95) if erf_95 is not None else "-",
                 f"{ratio:.2f}" if ratio is not None else "-",
                 f"{holes:.0%}" if holes is not None else "-",
+                f"{theory:.0%}" if (theory := row["config"].get(RF_HOLES_THEORY)) is not None
+                else "-",
                 str(row["n"]),
             ]
         )
@@ -446,6 +451,8 @@ def render_markdown(
 
 
 def _csv_value(value: Any) -> Any:
+    if isinstance(value, tuple):  # a dilation schedule, as summary.json holds it
+        value = list(value)
     return "" if value is None else json.dumps(value) if isinstance(value, list) else value
 
 

@@ -17,7 +17,14 @@ from convexp.erf_maps import erf_stats
 from convexp.naming import config_label
 from convexp.record import load_summaries  # noqa: F401 - the report's loader is record's
 from convexp.report.stats import finite, mean_std, test_against_best
-from convexp.variants import SEPARABLE_CONV, STANDARD_CONV, operator_of
+from convexp.variants import (
+    SEPARABLE_CONV,
+    STANDARD_CONV,
+    dilation_key,
+    dilation_sort_key,
+    dilation_text,
+    operator_of,
+)
 
 METRICS = ("test_acc", "best_val_acc", "final_val_acc", "train_samples_per_s")
 # Measured per job (train_ms_per_sample is derived: 1000 / train_samples_per_s; the CSV keeps
@@ -129,12 +136,12 @@ def _aggregate_group(key: tuple[str, ...], jobs: list[dict], shared: set[str],
         "operator": operator_of(model),
         "settings": settings,
         "kernel_size": kernel,
-        "dilation": dilation,
+        "dilation": dilation_key(dilation),  # a schedule (one per block) as a tuple
         "channels": _first(jobs, "channels"),
         "padding": _first(jobs, "padding"),
         "objective": objective,
     }
-    for field in SHAPE_FIELDS + RATIO_FIELDS:
+    for field in SHAPE_FIELDS + RATIO_FIELDS + (record.RF_HOLES_THEORY,):
         config[field] = _first(completed + jobs, field)
     for metric in METRICS + EXTRA_METRICS + NEW_METRICS:
         values = [_job_metric(job, metric, objective) for job in completed]
@@ -193,7 +200,7 @@ def point_label(config: dict) -> str:
     if config["kernel_size"] is not None:
         parts.append(f"k{config['kernel_size']}")
     if config["dilation"] is not None:
-        parts.append(f"d{config['dilation']}")
+        parts.append(f"d{dilation_text(config['dilation'])}")
     short = SHORT_OPERATOR.get(config["operator"])
     parts.insert(0, short if parts and short else str(config["model"]))
     if config["settings"]:
@@ -257,7 +264,7 @@ def erf_rows(configs: list[dict], root: Path | None) -> list[dict]:
         key=lambda r: (
             order[r["operator"]],
             r["kernel"] or 0,
-            r["dilation"] or 0,
+            dilation_sort_key(r["dilation"]),
             r["config"]["label"],
         )
     )

@@ -77,7 +77,8 @@ def log_report_to_wandb(
     )
     exit_code = 1
     try:
-        payload: dict[str, Any] = {"comparison": wandb.Table(columns=CSV_COLUMNS, data=rows)}
+        payload: dict[str, Any] = {"comparison": wandb.Table(columns=CSV_COLUMNS, data=rows,
+                                                 allow_mixed_types=True)}
         for png in sorted(report_dir.glob("*.png")):
             payload[png.stem] = wandb.Image(str(png), caption=PLOT_TEXT.get(png.name))
         run.log(payload)
