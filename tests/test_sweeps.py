@@ -30,10 +30,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST_RUN, cli_env, read_summary, run_cli, wandb_inspect
+from conftest import PRESET_RUN, cli_env, read_summary, run_cli, wandb_inspect
 
 # debug=fast turns W&B off (logger=none): the basic sweep turns it back on.
-TINY = [*FAST_RUN, "data.train_size=1000", "data.test_size=500"]
+# PRESET_RUN, not FAST_RUN: FAST_RUN pins data.batch_size, which the Optuna sweep searches.
+TINY = [*PRESET_RUN, "data.train_size=1000", "data.test_size=500"]
 # dilation 4: effective kernel d*(k-1)+1 is 9 for k3 and 25 for k7 (see test_grid_arithmetic).
 VALID = ["model=depthwise_dilated", "model.padding=valid", "model.kernel_size=3",
          "model.dilation=4", "seed=0,1"]
@@ -443,7 +444,9 @@ def test_submitit_local_launcher_reproduces_the_basic_launcher(submitit_sweep, b
 
 @pytest.mark.slow
 def test_joblib_launcher_matches_the_basic_launcher(joblib_sweep, basic_sweep):
-    assert "Joblib.Parallel(n_jobs=-1" in joblib_sweep.proc.stdout, joblib_sweep.output
+    # convexp's joblib launcher (convexp/launchers.py): n_jobs=-1 is one job per core
+    assert re.search(r"launching 2 jobs, \d+ at a time, each in a process of its own",
+                     joblib_sweep.proc.stdout), joblib_sweep.output
     for summary, reference in _same_jobs_as_basic(joblib_sweep, basic_sweep):
         # joblib runs n_jobs=-1 jobs at once (one per core), and convexp gives each a thread
         # budget of cpu_count // n_jobs torch threads: 1.
