@@ -27,6 +27,7 @@
 #   --budget STAGE=SECONDS a stage's time budget (repeatable)
 #   --total SECONDS        the whole script's time limit (default 465 on GPU, 600 dry run)
 # Environment: PYTHON (default python3), GPU_CHECK_WORK, GPU_CHECK_COMPILE_MODEL,
+#   GPU_CHECK_STEP_CAP (one timeout in seconds for every step, instead of the per-step caps),
 #   GPU_CHECK_BENCH_ARGS (default on GPU: --models book_cnn,depthwise_dilated
 #   --loops textbook,convexp --repeats 1 --steps 500).
 # Exit code: 0 when every selected stage passed (setup included), 1 otherwise, 2 on bad usage.
@@ -100,6 +101,12 @@ else
   read -r -a BENCH_ARGS <<<"${GPU_CHECK_BENCH_ARGS:---models book_cnn,depthwise_dilated --loops textbook,convexp --repeats 1 --steps 500}"
 fi
 for s in "${!BUDGET_ARG[@]}"; do BUDGET[$s]=${BUDGET_ARG[$s]}; done
+# GPU_CHECK_STEP_CAP: one timeout for every step instead of the per-step caps above (a test on
+# a busy machine sets a cap no load reaches; the stage budgets still apply).
+if [ -n "${GPU_CHECK_STEP_CAP:-}" ]; then
+  is_int "$GPU_CHECK_STEP_CAP" || { echo "gpu_check.sh: bad GPU_CHECK_STEP_CAP" >&2; exit 2; }
+  JOB_CAP=$GPU_CHECK_STEP_CAP EAGER_CAP=$GPU_CHECK_STEP_CAP COMPILED_CAP=$GPU_CHECK_STEP_CAP
+fi
 RESERVE=15     # seconds kept back for the final report and the archive
 KILL_GRACE=5   # timeout -k: SIGKILL this long after SIGTERM
 

@@ -59,13 +59,14 @@ def seconds(cell: str) -> float:
 # The dry run's own budgets (600 s in all) are for a person at a terminal; a busy CI machine
 # can take longer. Tests that check what the stages do give every stage a budget no load
 # reaches; the budget logic itself is tested with budgets the test controls (below).
+NO_STEP_CAP = {"GPU_CHECK_STEP_CAP": "7200"}  # and every step a timeout no load reaches
 NO_BUDGET = ["--total", "36000", *(f"--budget={s}=7200" for s in
                                    ("models", "compile", "sweep", "tta", "bench"))]
 
 
 @pytest.mark.slow
 def test_dry_run_trains_every_model_and_reports_every_stage(tmp_path):
-    proc = run_check(tmp_path, "--dry-run", *NO_BUDGET, timeout=7200)
+    proc = run_check(tmp_path, "--dry-run", *NO_BUDGET, timeout=7200, env=NO_STEP_CAP)
     out = tmp_path / "out"
     report_path = out / "gpu_check.md"
     assert proc.returncode == 0, (
@@ -127,7 +128,8 @@ def test_dry_run_trains_every_model_and_reports_every_stage(tmp_path):
 @pytest.mark.slow
 def test_a_failing_stage_is_recorded_and_the_next_stage_still_runs(tmp_path):
     proc = run_check(tmp_path, "--dry-run", "--stages", "compile,sweep", *NO_BUDGET,
-                     env={"GPU_CHECK_COMPILE_MODEL": "no_such_model"}, timeout=7200)
+                     env={"GPU_CHECK_COMPILE_MODEL": "no_such_model", **NO_STEP_CAP},
+                     timeout=7200)
     assert proc.returncode == 1, proc.stdout[-6000:]
     report = (tmp_path / "out" / "gpu_check.md").read_text()
     stages = {row["stage"].split(":")[0]: row["result"] for row in find_table(report, "stage")}
