@@ -263,3 +263,40 @@ def test_a_dilation_schedule_builds_one_dilation_per_block(name):
     assert str(as_int) == str(as_list)  # an int is the schedule that repeats it
     with pytest.raises(ConfigError, match="one dilation >= 1 per block"):
         build_model(_model_cfg(f"model={name}", "model.dilation=[1,2,5]"))  # two blocks
+
+
+@pytest.mark.parametrize("name", ["depthwise_separable", "depthwise_dilated"])
+def test_channels_last_training_keeps_every_activation_gradient_channels_last(name, monkeypatch):
+    """The classifier's flatten used to hand the last pool a contiguous gradient for its
+    channels-last input (oneDNN's slow mixed-layout backward). The gradient is reordered, and
+    nothing else changes: same logits, same parameter gradients, same (c h w) classifier."""
+    import convexp.models as models
+
+    def run(reorder: bool):
+        monkeypatch.setattr(models, "FLATTEN_GRAD_IN_INPUT_LAYOUT", reorder)
+        torch.manual_seed(0)
+        model = build_model(_model_cfg(f"model={name}")).to(memory_format=torch.channels_last)
+        model.train()
+        x = torch.randn(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        layouts = []
+        for block in model.features:
+            block.register_full_backward_hook(lambda m, gi, go: layouts.append(
+                go[0].is_contiguous(memory_format=torch.channels_last)))
+        out = model(x)
+        out.square().sum().backward()
+        return out, {n: p.grad for n, p in model.named_parameters()}, layouts
+
+    out0, grads0, layouts0 = run(False)
+    out1, grads1, layouts1 = run(True)
+    # Backward order: block 2's output gradient (from the flatten) first, then block 1's.
+    assert layouts0 == [False, True]
+    assert layouts1 == [True, True]
+    torch.testing.assert_close(out1, out0, rtol=0, atol=0)
+    for n in grads0:
+        torch.testing.assert_close(grads1[n], grads0[n], rtol=1e-5, atol=1e-6, msg=n)
+    # The classifier reads (c h w) in either layout: a contiguous twin gives the same logits.
+    torch.manual_seed(0)
+    twin = build_model(_model_cfg(f"model={name}")).train()
+    x = torch.randn(4, 1, 28, 28)
+    torch.testing.assert_close(twin(x), out1, rtol=1e-4, atol=1e-5)
