@@ -1,6 +1,7 @@
 """What one sweep costs on this machine, and where it goes.
 
     python benchmarks/sweep_cost.py [--jobs 4] [--train-size 10000] [--repeats 2] [--out FILE]
+    python benchmarks/sweep_cost.py --from-sweep SWEEP_DIR [--wall-s S] [--out FILE]
 
 1. Per-job fixed costs, measured alone: process start and imports, data load with its md5
    check, describing the model (per-layer table and the standard-net ratios), the 10,000-image
@@ -14,6 +15,11 @@
    as extrapolated.
 
 Run it on a quiet machine. Results: a JSON file and a printed table.
+
+`--from-sweep` measures nothing itself: it reads a finished sweep's records (summary.json and
+metrics.jsonl of every job) and splits each job's wall time into training, validation and
+checkpoints between epochs, set-up, the test pass and the analysis, per configuration and for
+the whole sweep (`--wall-s`: the sweep command's own wall time, e.g. from /usr/bin/time).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from convexp import record
 from convexp.bench import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,8 +155,63 @@ def extrapolate(tmp: Path) -> dict:
     return {"per_job": per_job, "sweep_54_jobs_one_at_a_time_s": round(total, 1)}
 
 
+def split_job(summary: dict, job_dir: Path) -> dict:
+    """Where one job's wall time went, from its own record."""
+    wall, train = summary["wall_s"], summary["train_time_s"]
+    parts = {k: summary.get(k) or 0.0 for k in ("setup_s", "test_s", "analysis_s")}
+    epochs = [json.loads(line) for line in (job_dir / record.METRICS).read_text().splitlines()
+              if line.strip()]
+    # Between the end of one epoch's training and the next: the validation pass, the checkpoint,
+    # the metrics line and the W&B log; plus W&B's start and finish.
+    rest = wall - train - sum(parts.values())
+    return {"wall_s": wall, "train_s": train, **parts, "val_ckpt_wandb_s": round(rest, 3),
+            "outside_training_s": round(wall - train, 3), "epochs": len(epochs),
+            "samples_per_s": summary.get(record.TRAIN_SAMPLES_PER_S)}
+
+
+def from_sweep(sweep_dir: Path, wall_s: float | None) -> dict:
+    jobs = []
+    for summary in record.load_summaries(sweep_dir):
+        if summary.get(record.STATUS) != record.COMPLETED:
+            jobs.append({"job": summary.get(record.JOB_DIR), "status": summary.get(record.STATUS)})
+            continue
+        label = (f"{summary.get('variant')} k{summary.get('kernel_size')} "
+                 f"d{summary.get('dilation')}")
+        jobs.append({"job": summary[record.JOB_DIR], "config": label, "seed": summary.get("seed"),
+                     "status": record.COMPLETED, **split_job(summary, sweep_dir /
+                                                             summary[record.JOB_DIR])})
+    done = [j for j in jobs if j["status"] == record.COMPLETED]
+    later = done[1:]  # the first job also pays the process's imports and first data load
+    total = {k: round(sum(j[k] for j in done), 1) for k in
+             ("wall_s", "train_s", "setup_s", "test_s", "analysis_s", "val_ckpt_wandb_s")}
+    per_config: dict[str, list[dict]] = {}
+    for j in done:
+        per_config.setdefault(j["config"], []).append(j)
+    return {
+        "sweep_dir": str(sweep_dir), "jobs": len(jobs), "completed": len(done),
+        "sweep_wall_s": wall_s,
+        "outside_jobs_s": round(wall_s - total["wall_s"], 1) if wall_s else None,
+        "sum_over_jobs": total,
+        "first_job_outside_training_s": done[0]["outside_training_s"] if done else None,
+        "later_jobs_outside_training_s": {
+            "median": statistics.median(j["outside_training_s"] for j in later),
+            "min": min(j["outside_training_s"] for j in later),
+            "max": max(j["outside_training_s"] for j in later),
+        } if later else None,
+        "per_config": {c: {"jobs": len(js),
+                           "wall_s_median": statistics.median(j["wall_s"] for j in js),
+                           "samples_per_s_median": statistics.median(j["samples_per_s"]
+                                                                     for j in js)}
+                       for c, js in per_config.items()},
+        "per_job": jobs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from-sweep", type=Path, metavar="SWEEP_DIR",
+                        help="split a finished sweep's job times from its records; run nothing")
+    parser.add_argument("--wall-s", type=float, help="with --from-sweep: the sweep's wall time")
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=2)
@@ -157,6 +219,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=REPO / "benchmarks" / "results" / f"{date.today()}-sweep-cost.json")
     args = parser.parse_args()
+    if args.from_sweep:
+        result = {"cpu": cpu_model(), "cores": os.cpu_count(), "date": str(date.today()),
+                  **from_sweep(args.from_sweep, args.wall_s)}
+        print(json.dumps({k: v for k, v in result.items() if k != "per_job"}, indent=1))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return
     import torch
 
     result = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
