@@ -137,7 +137,8 @@ def read_archive(path: Path, verify: bool) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     pickled = False
     try:
-        with tarfile.open(path, "r:*") as tar:
+        mode = "r:gz" if path.name.endswith((".gz", ".tgz")) else "r:*"
+        with tarfile.open(path, mode) as tar:
             for member in tar:
                 name = _member_name(member.name)
                 pickled = pickled or name.startswith(PYTHON_FOLDER + "/")
@@ -145,10 +146,15 @@ def read_archive(path: Path, verify: bool) -> dict[str, bytes]:
                     continue
                 if not member.isfile():
                     raise DataError(f"{path}: member {member.name} is not a regular file")
+                if member.size > RECORDS_PER_FILE * RECORD_BYTES:  # never a bomb in memory
+                    raise DataError(
+                        f"{path}: member {member.name} has {member.size:,} bytes, more than "
+                        f"the official file's {RECORDS_PER_FILE * RECORD_BYTES:,}")
                 f = tar.extractfile(member)
                 found[wanted[name]] = f.read() if f is not None else b""
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise DataError(f"cannot read {path}: {e} (truncated, or not a tar archive?)") from e
+        why = " ".join(str(e).split())  # one line, whatever tarfile says
+        raise DataError(f"cannot read {path}: {why} (truncated, or not a tar.gz archive?)") from e
     missing = [name for name in wanted if wanted[name] not in found]
     if missing:
         if pickled:
