@@ -440,7 +440,8 @@ def test_epoch_flips_are_seeded_and_flip_images_mirrors():
 
 def _loader(flip: bool, shift: int) -> TrainLoader:
     images = torch.from_numpy(batch_table(96, seed=5)[:, 1:].reshape(96, 3, 32, 32).copy())
-    cfg = compose_config(["data=cifar10", "data.batch_size=16", f"data.random_flip={str(flip).lower()}",
+    cfg = compose_config(["data=cifar10", "data.batch_size=16",
+                          f"data.random_flip={str(flip).lower()}",
                           f"data.random_shift={shift}"]).data
     return TrainLoader(Split(images, torch.arange(96) % 10), cfg, seed=3, drop_last=True)
 
