@@ -341,7 +341,7 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, where: str) -> None:
 
 def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
     """A private copy of (N, H, W) or (N, C, H, W) uint8 images as (N, C, H, W)."""
-    tensor = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))
+    tensor = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True, order="C"))
     return Split(tensor.unsqueeze(1) if tensor.dim() == 3 else tensor,
                  torch.from_numpy(labels.astype(np.int64)))
 
