@@ -1,9 +1,10 @@
 """Datasets, held whole on the training device as uint8, and the loader that owns their order.
 
 No DataLoader: each epoch `TrainLoader` draws one seeded permutation (and, with
-data.random_shift, seeded per-image shifts) on the device and slices uint8 batches from it, as
-airbench's loader does; the runner only consumes batches and normalises each on the fly
-(`Normalizer`), so no float copy of the set exists.
+data.random_shift and data.random_flip, seeded per-image shifts and horizontal flips) on the
+device and slices uint8 batches from it, as airbench's loader does; the runner only consumes
+batches and normalises each on the fly (`Normalizer`, one mean and std per channel), so no
+float copy of the set exists. Images are (N, C, H, W): greyscale (C = 1) or colour (C = 3).
 
 Datasets are registered by name with their schema (`@register_dataset`): adding one is a
 loader function here (or in any imported module) plus `conf/data/<name>.yaml`.
@@ -15,13 +16,14 @@ import gzip
 import hashlib
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from convexp import cifar
 from convexp.errors import ConfigError, DataError
 from convexp.registry import Registry
 
@@ -46,7 +48,8 @@ IDX_MD5 = {
     },
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
-NUM_CLASSES = 10  # the MNIST family: digits, clothes, Kuzushiji characters
+NUM_CLASSES = 10  # the MNIST family (digits, clothes, Kuzushiji characters) and CIFAR-10
+MNIST_SHAPE = (1, 28, 28)
 
 
 @dataclass
@@ -97,28 +100,62 @@ class Dataset:
         )
 
 
-class Normalizer:
-    """uint8 pixels -> float: (x / 255 - mean) / std, or x / 255 with `normalize` null."""
+def _per_channel(x) -> list[float] | float:
+    """A normalisation statistic as given: one number, or a list of one per channel."""
+    return [float(v) for v in x] if isinstance(x, Sequence) and not isinstance(x, str) else x
 
-    def __init__(self, normalize):
+
+def check_normalize(normalize, channels: int) -> None:
+    """`data.normalize.mean` and `.std`: one number for every channel, or a list of one per
+    channel of the images (ConfigError otherwise)."""
+    if normalize is None:
+        return
+    for key in ("mean", "std"):
+        stat = _per_channel(getattr(normalize, key))
+        if isinstance(stat, list) and len(stat) != channels:
+            raise ConfigError(
+                f"data.normalize.{key}={stat} has {len(stat)} entries, but the images have "
+                f"{channels} channel{'s' if channels > 1 else ''}: give one per channel, or "
+                "one number for all")
+
+
+class Normalizer:
+    """uint8 pixels -> float: (x / 255 - mean) / std per channel, or x / 255 with `normalize`
+    null. `mean` and `std` are one number for every channel or a list of one per channel."""
+
+    def __init__(self, normalize, device: torch.device | None = None):
         mean, std = (normalize.mean, normalize.std) if normalize is not None else (0.0, 1.0)
-        self.scale = 1.0 / (255.0 * std)
-        self.shift = -mean / std
+        mean, std = _per_channel(mean), _per_channel(std)
+        if isinstance(mean, list) or isinstance(std, list):  # (1, C, 1, 1) tensors
+            n = len(mean) if isinstance(mean, list) else len(std)
+            mean = mean if isinstance(mean, list) else [mean] * n
+            std = std if isinstance(std, list) else [std] * n
+            self.scale = torch.tensor([1.0 / (255.0 * s) for s in std],
+                                      device=device).view(1, -1, 1, 1)
+            self.shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)],
+                                      device=device).view(1, -1, 1, 1)
+        else:  # Python floats: the one-statistic path, as it has always computed
+            self.scale = 1.0 / (255.0 * std)
+            self.shift = -mean / std
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.scale, torch.Tensor) and self.scale.device != images.device:
+            self.scale, self.shift = self.scale.to(images.device), self.shift.to(images.device)
         return images.float() * self.scale + self.shift
 
 
 class TrainLoader:
-    """The training batches: the epoch's seeded order, its seeded random shifts, batching.
+    """The training batches: the epoch's seeded order, its seeded random flips and shifts,
+    batching.
 
-    Order and shifts are functions of (seed, epoch) only, so a run resumed mid-epoch replays
-    exactly the batches an uninterrupted run would have seen, from batch `start` on."""
+    Order, flips and shifts are functions of (seed, epoch) only, so a run resumed mid-epoch
+    replays exactly the batches an uninterrupted run would have seen, from batch `start` on."""
 
     def __init__(self, split: Split, cfg, seed: int, drop_last: bool):
         self.split, self.seed, self.drop_last = split, seed, drop_last
         self.batch_size, self.shuffle, self.max_shift = (
             cfg.batch_size, cfg.shuffle, cfg.random_shift)
+        self.flip = bool(cfg.get("random_flip", False))
         n = len(split)
         self.steps_per_epoch = n // self.batch_size if drop_last else -(-n // self.batch_size)
 
@@ -127,8 +164,11 @@ class TrainLoader:
         order = epoch_order(n, self.seed, epoch, device) if self.shuffle else None
         shifts = (epoch_shifts(n, self.max_shift, self.seed, epoch, device)
                   if self.max_shift > 0 else None)
+        flips = epoch_flips(n, self.seed, epoch, device) if self.flip else None
         for i, (images, labels) in enumerate(
                 self.split.batches(bs, order, self.drop_last, start), start):
+            if flips is not None:
+                images = flip_images(images, flips[i * bs : (i + 1) * bs])
             if shifts is not None:
                 images = shift_images(images, shifts[i * bs : (i + 1) * bs], self.max_shift)
             yield images, labels
@@ -151,9 +191,24 @@ def epoch_shifts(n: int, max_shift: int, seed: int, epoch: int, device: torch.de
     return torch.randint(-max_shift, max_shift + 1, (n, 2), generator=gen, device=device)
 
 
+def epoch_flips(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """Per-image horizontal flips (bool) for one epoch, each with probability 1/2, indexed by
+    position in the epoch's order: a function of (seed, epoch) only, from a stream of its own
+    (turning flips on or off leaves the order and the shifts as they were)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed * 1_000_003 + epoch + 250_000)  # apart from epoch_order's and shifts'
+    return torch.randint(0, 2, (n,), generator=gen, device=device).bool()
+
+
+def flip_images(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images of a (B, C, H, W) batch whose flag in `flips` is set."""
+    return torch.where(flips[:, None, None, None], images.flip(-1), images)
+
+
 def shift_images(images: torch.Tensor, shifts: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Translate each image of a (B, C, H, W) batch by its (dy, dx), filling with zeros
-    (MNIST's background), as one gather on the batch's device."""
+    """Translate each image of a (B, C, H, W) batch by its (dy, dx), every channel alike,
+    filling with zeros (MNIST's background, black in colour), as one gather on the batch's
+    device."""
     b, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (max_shift,) * 4)
     rows = torch.arange(h, device=images.device) + max_shift - shifts[:, :1]  # (B, H)
@@ -285,10 +340,10 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, where: str) -> None:
 
 
 def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
-    return Split(
-        torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).unsqueeze(1),
-        torch.from_numpy(labels.astype(np.int64)),
-    )
+    """A private copy of (N, H, W) or (N, C, H, W) uint8 images as (N, C, H, W)."""
+    tensor = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True, order="C"))
+    return Split(tensor.unsqueeze(1) if tensor.dim() == 3 else tensor,
+                 torch.from_numpy(labels.astype(np.int64)))
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
@@ -326,20 +381,59 @@ def as_uint8_images(x: np.ndarray, where: Path) -> np.ndarray:
     raise DataError(f"{where}: expected uint8 images (or float32 pixels / 255), got {x.dtype}")
 
 
+CHANNELS = (1, 3)  # greyscale or colour
+NPY_LAYOUTS = "(N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3"
+
+
+def npy_layout(shape: tuple, where: Path) -> str:
+    """The layout of an image array's shape: "NHW" (greyscale), "NHWC" (numpy's and most
+    exports') or "NCHW" (torch's). A 4-D shape is read by which axis holds 1 or 3 channels;
+    one where both or neither of axes 1 and 3 could be refused (DataError naming it)."""
+    if len(shape) == 3:
+        return "NHW"
+    if len(shape) == 4:
+        first, last = shape[1] in CHANNELS, shape[3] in CHANNELS
+        if first != last:
+            return "NCHW" if first else "NHWC"
+        why = ("ambiguous: axis 1 and axis 3 could both be the channels" if first else
+               "no axis 1 or 3 of 1 or 3 channels")
+        raise DataError(f"{where}: images of shape {tuple(shape)} are {why}; expected "
+                        f"{NPY_LAYOUTS}")
+    raise DataError(f"{where}: expected images of shape {NPY_LAYOUTS}, got {len(shape)}-D "
+                    f"{tuple(shape)}")
+
+
+def as_nchw(x: np.ndarray, where: Path) -> np.ndarray:
+    """Images in any layout `npy_layout` accepts, as (N, C, H, W) (a view)."""
+    layout = npy_layout(x.shape, where)
+    return x[:, None] if layout == "NHW" else x.transpose(0, 3, 1, 2) if layout == "NHWC" else x
+
+
+def npy_image_shape(root: Path) -> tuple[int, int, int]:
+    """(C, H, W) of x_train.npy, from its header alone (mode=summary)."""
+    path = root / "x_train.npy"
+    if not path.is_file():
+        raise DataError(f"missing data file: {path} (data=npy reads x_train.npy and "
+                        "y_train_label.npy from data.root)")
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read images from {path}: {e}") from e
+    return tuple(as_nchw(x, path).shape[1:])
+
+
 def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
     """The textbook's arrays: x_train.npy (N, 28, 28), uint8 or float32 in [0, 1] (pixels / 255,
     as the chapter feeds them to Conv2d), y_train_label.npy (N,) integer labels in 0-9;
-    x_test.npy and y_test_label.npy optional."""
+    x_test.npy and y_test_label.npy optional. Colour images too: (N, H, W, C) or (N, C, H, W),
+    C = 1 or 3 (`npy_layout`)."""
     def pair(x_name: str, y_name: str) -> Split:
         x = _load_npy(root / x_name, "images")
         y = _load_npy(root / y_name, "labels")
-        if x.ndim != 3:
-            raise DataError(
-                f"{root / x_name}: expected images of shape (N, H, W), got {x.dtype} {x.shape}"
-            )
+        npy_layout(x.shape, root / x_name)
         if x.size == 0:
             raise DataError(f"{root / x_name}: the array is empty (shape {x.shape}): no images")
-        x = as_uint8_images(x, root / x_name)
+        x = as_uint8_images(as_nchw(x, root / x_name), root / x_name)
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(
                 f"{root / y_name}: expected integer labels of shape (N,), got {y.dtype} {y.shape}"
@@ -367,12 +461,17 @@ def load_npy_dataset(root: Path) -> tuple[Split, Split | None]:
     has_test = all(test_files)
     test = pair("x_test.npy", "y_test_label.npy") if has_test else None
     if test is not None and test.images.shape[1:] != train.images.shape[1:]:
-        raise DataError(f"{root}: test images are {tuple(test.images.shape[2:])}, "
-                        f"train images {tuple(train.images.shape[2:])}")
+        raise DataError(f"{root}: test images are (C, H, W) {tuple(test.images.shape[1:])}, "
+                        f"train images {tuple(train.images.shape[1:])}")
     return train, test
 
 
 # --- the datasets -----------------------------------------------------------------------
+
+
+# A loader may say what its images are without reading them (`image_shape`: a (C, H, W) tuple,
+# or a function of the data config), for mode=summary; and that data.root may name a file
+# (`root_may_be_file`, e.g. an archive) rather than a folder.
 
 
 @register_dataset("mnist")
@@ -389,6 +488,8 @@ def _idx(name: str) -> Callable:
 
 register_dataset("fashion_mnist")(_idx("fashion_mnist"))
 register_dataset("kmnist")(_idx("kmnist"))
+for _name in ("mnist", "fashion_mnist", "kmnist"):
+    DATASETS.get(_name).image_shape = MNIST_SHAPE
 
 
 @register_dataset("npy")
@@ -396,8 +497,37 @@ def npy(cfg, root: Path) -> tuple[Split, Split | None]:
     return load_npy_dataset(root)
 
 
+def _npy_shape(cfg) -> tuple[int, int, int]:
+    if cfg.get("root") is None:  # data.root not given: the textbook's MNIST arrays
+        return MNIST_SHAPE
+    return npy_image_shape(data_root(cfg))
+
+
+npy.image_shape = _npy_shape
+
+
+@register_dataset("cifar10")
+def cifar10(cfg, root: Path) -> tuple[Split, Split]:
+    """The official binary distribution (convexp.cifar): 50,000 training and 10,000 test
+    images, 3x32x32."""
+    train_images, train_labels, test_images, test_labels = cifar.load(root, cfg.verify)
+    return _to_split(train_images, train_labels), _to_split(test_images, test_labels)
+
+
+cifar10.image_shape = cifar.SHAPE
+cifar10.root_may_be_file = True  # the archive, cifar-10-binary.tar.gz
+
+
 def data_root(cfg) -> Path:
     return BUNDLED_MNIST if cfg.root is None else Path(cfg.root).expanduser()
+
+
+def dataset_image_shape(cfg) -> tuple[int, int, int]:
+    """(C, H, W) of a data config's images without loading the dataset (mode=summary): the
+    dataset's own shape, x_train.npy's header for data=npy; MNIST's for a dataset registered
+    without one."""
+    shape = getattr(DATASETS.get(cfg.name), "image_shape", MNIST_SHAPE)
+    return tuple(shape(cfg) if callable(shape) else shape)
 
 
 def load_dataset(cfg, seed: int) -> Dataset:
@@ -405,11 +535,12 @@ def load_dataset(cfg, seed: int) -> Dataset:
     root = data_root(cfg)
     loader = DATASETS.get(cfg.name)
     try:
-        if not root.is_dir():
+        if not root.is_dir() and not getattr(loader, "root_may_be_file", False):
             raise DataError(f"data.root={root} is not a folder")
         full_train, test = loader(cfg, root)
     except OSError as e:  # e.g. a root we may not read
         raise DataError(f"cannot read data.root={root}: {e.strerror or e}") from None
+    check_normalize(cfg.normalize, full_train.images.shape[1])
     height, width = full_train.images.shape[2:]
     if cfg.random_shift > min(height, width) // 2:
         raise ConfigError(f"data.random_shift={cfg.random_shift} must lie in [0, "

@@ -101,6 +101,16 @@ class NpyConfig(DataConfig):
     root: str = MISSING
 
 
+@dataclass
+class Cifar10Config(DataConfig):
+    """CIFAR-10's official binary distribution: `root` is cifar-10-batches-bin/, its parent,
+    or cifar-10-binary.tar.gz (or a folder holding it)."""
+
+    name: str = "cifar10"
+    root: str = MISSING
+    verify: bool = True  # 10,000 records per file, and the archive's published md5
+
+
 # --- optimizer and scheduler (convexp/optim.py) -----------------------------------------------
 
 
@@ -179,6 +189,7 @@ OPTION_SCHEMAS: dict[tuple[str, str], type] = {
     ("data", "fashion_mnist"): IdxConfig,
     ("data", "kmnist"): IdxConfig,
     ("data", "npy"): NpyConfig,
+    ("data", "cifar10"): Cifar10Config,
     ("optimizer", "sgd"): SGDConfig,
     ("optimizer", "adam"): AdamConfig,
     ("optimizer", "adamw"): AdamWConfig,

@@ -47,6 +47,7 @@ WANDB_GROUP = "wandb_group"  # the W&B group the job logged into (newer summarie
 # written in another process than a joblib or submitit job, obeys the same decision.
 WANDB_ONLINE_UNAVAILABLE = "wandb_online_unavailable"
 TRAIN_SAMPLES_PER_S = "train_samples_per_s"
+INPUT_SHAPE = "input_shape"  # the images the model took, [C, H, W]
 INFERENCE_MS = "inference_ms_per_image"
 # The share of the pixels inside the theoretical receptive field that no path of nonzero
 # kernel taps reaches (the gridding of stacked dilations), from the built model's structure;

@@ -79,7 +79,7 @@ class Runner:
             torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
         )
         self.model = model.to(device=device, memory_format=self.memory_format)
-        self.normalize = Normalizer(cfg.data.normalize)
+        self.normalize = Normalizer(cfg.data.normalize, device)
         self.precision = precision
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), device)

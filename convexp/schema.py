@@ -78,8 +78,11 @@ class SchedulerConfig:
 class Normalize:
     """Per-pixel (x / 255 - mean) / std. `data.normalize=null` feeds x / 255 in [0, 1]."""
 
-    mean: float = 0.1307
-    std: float = 0.3081
+    # One number for every channel, or a list of one per channel ([0.4914, 0.4822, 0.4465]).
+    # OmegaConf has no float | list[float]: convexp.validate checks them, and the loaded
+    # images' channel count checks a list's length (convexp.data.check_normalize).
+    mean: Any = 0.1307
+    std: Any = 0.3081
 
 
 @dataclass
@@ -93,6 +96,7 @@ class DataConfig:
     test_size: int | None = None  # null: the full test set
     shuffle: bool = True
     random_shift: int = 0  # train-time augmentation: translate each image by up to N pixels
+    random_flip: bool = False  # train-time augmentation: mirror half the images left-right
     normalize: Normalize | None = field(default_factory=Normalize)
 
 

@@ -30,7 +30,7 @@ from convexp import wandb_env
 from convexp.analysis import effective_receptive_field, inference_latency_ms
 from convexp.auto import resolve_auto
 from convexp.checkpoint import TRUST_OPTION, check_trusted, load_checkpoint, resolve_checkpoint
-from convexp.data import DATASETS, load_dataset
+from convexp.data import DATASETS, dataset_image_shape, load_dataset
 from convexp.erf_maps import erf_stats, save_erf_png
 from convexp.errors import ConfigError, ConvexpError
 from convexp.export import export_onnx
@@ -50,6 +50,7 @@ from convexp.models import MODELS, build_model, is_builtin
 from convexp.naming import config_label, run_name, sweep_group, sweep_tag, sync_glob
 from convexp.optim import OPTIMIZERS, SCHEDULERS
 from convexp.record import (
+    INPUT_SHAPE,
     OBJECTIVE,
     OBJECTIVE_VALUE,
     RF_HOLES_THEORY,
@@ -174,7 +175,7 @@ def _report_errors(job, cfg, ctx: JobContext) -> float:
 
 def _print_summary(cfg, ctx: JobContext) -> float:
     validate_config(cfg, REGISTRIES)
-    report, ratios = describe_model(cfg.model)
+    report, ratios = describe_model(cfg.model, dataset_image_shape(cfg.data))
     print(f"{cfg.model.name}: {_model_caption(cfg.model, report.input_shape)}")
     print(report.format_table())
     for key, ratio in ratios.items():
@@ -384,7 +385,8 @@ def _setup(cfg, ctx: JobContext, job: Job, ckpt: dict | None, overrides: list[st
     resolved = to_container(cfg)
     job.summary.update(
         params=report.params, macs=report.macs, receptive_field=report.receptive_field,
-        **{RF_HOLES_THEORY: report.rf_holes_theory}, **ratios, device=str(device),
+        **{RF_HOLES_THEORY: report.rf_holes_theory, INPUT_SHAPE: list(data.image_shape)},
+        **ratios, device=str(device),
         precision=auto.precision,
         threads=torch.get_num_threads(), wandb_run_id=job.run_id,
     )

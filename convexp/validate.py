@@ -21,6 +21,17 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def _per_channel(x, ok) -> bool:
+    """One number, or a non-empty list of numbers (one per channel), each passing `ok`."""
+    values = list(x) if isinstance(x, ListConfig | list | tuple) else [x]
+    return len(values) > 0 and all(_finite(v) and not isinstance(v, bool) and ok(v)
+                                   for v in values)
+
+
+def _plain_list(x):
+    return list(x) if isinstance(x, ListConfig | list | tuple) else x
+
+
 def _checks(cfg):
     """(key, value, ok, rule) for every field that has a range. Fields that the chosen option
     does not have are absent from the config, so `get` returns None and the check is skipped."""
@@ -55,8 +66,10 @@ def _checks(cfg):
     yield "data.random_shift", d.random_shift, d.random_shift >= 0, "must be >= 0"
     if d.normalize is not None:
         n = d.normalize
-        yield "data.normalize.mean", n.mean, _finite(n.mean), "must be finite"
-        yield "data.normalize.std", n.std, _finite(n.std) and n.std > 0, "must be > 0 and finite"
+        yield ("data.normalize.mean", _plain_list(n.mean), _per_channel(n.mean, lambda v: True),
+               "must be finite: one number, or a list of one per channel")
+        yield ("data.normalize.std", _plain_list(n.std), _per_channel(n.std, lambda v: v > 0),
+               "must be > 0 and finite: one number, or a list of one per channel")
     yield "trainer.max_epochs", t.max_epochs, t.max_epochs > 0, "must be > 0"
     if t.max_steps is not None:
         yield "trainer.max_steps", t.max_steps, t.max_steps > 0, "must be > 0 (or null: no cap)"

@@ -387,8 +387,8 @@ def write_npy(root: Path, x=None, y=None) -> Path:
 @pytest.mark.parametrize("what, x, y, needles", [
     ("flat images", np.zeros((64, 784), np.uint8), None,
      ["x_train.npy", "(N, H, W)", "(64, 784)"]),
-    ("channel axis", np.zeros((64, 28, 28, 1), np.uint8), None,
-     ["x_train.npy", "(N, H, W)", "(64, 28, 28, 1)"]),
+    ("four channels", np.zeros((64, 28, 28, 4), np.uint8), None,
+     ["x_train.npy", "(N, H, W)", "(64, 28, 28, 4)"]),
     # Float images are taken only as uint8 pixels / 255 (exactly k/255 in [0, 1]).
     ("float images, not pixels / 255", np.full((64, 28, 28), 0.5, np.float32), None,
      ["x_train.npy", "float images must be uint8 pixels / 255", "0.5..0.5"]),

@@ -20,7 +20,7 @@ LAYERS = {
                     "launcher_configs", "report.stats"],
     "config": ["schema", "naming", "system", "checkpoint"],
     "schemas": ["option_schemas", "registry"],
-    "components": ["data", "models", "optim", "loggers", "precision"],
+    "components": ["data", "cifar", "models", "optim", "loggers", "precision"],
     "model tools": ["introspect", "export", "validate", "auto"],
     "training": ["runner", "job"],
     "job": ["task", "launchers"],
@@ -34,7 +34,7 @@ LAYER_OF = {module: rank for rank, modules in enumerate(LAYERS.values()) for mod
 TORCH_FREE = ["record", "variants", "naming", "wandb_env", "config_errors", "option_schemas",
               "schema", "registry", "erf_maps", "_format", "report", "report.runs",
               "report.render", "report.plots", "report.stats", "report.wandb_upload",
-              "report.cli", "compare"]
+              "report.cli", "compare", "cifar"]
 
 
 def module_name(path: Path) -> str:

@@ -42,6 +42,22 @@ def _forward(model: nn.Module, batch: int = BATCH) -> torch.Tensor:
         return model(torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
 
 
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_every_model_file_builds_for_colour_32x32_images(name):
+    """CIFAR-10's 3x32x32: each model file builds, runs forward and is described."""
+    from convexp.introspect import describe_model
+
+    cfg = _model_cfg(f"model={name}")
+    model = build_model(cfg, image_shape=(3, 32, 32))
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert out.shape == (BATCH, 10) and torch.isfinite(out).all()
+    assert _convs(model)[0].in_channels == 3
+    report, _ = describe_model(cfg, (3, 32, 32), 10, model)
+    assert report.input_shape == (3, 32, 32) and report.params > 0
+
+
 def test_model_files_found():
     # Guards the parametrisation below against an empty glob (e.g. conf/ moved).
     assert set(VARIANTS) | {"book_cnn"} <= set(MODEL_FILES)
