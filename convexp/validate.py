@@ -135,6 +135,10 @@ def mode_problems(cfg) -> list[str]:
 def validate_config(cfg, registries: dict) -> None:
     """Raise ConfigError naming every out-of-range field, every field that does not apply to
     its option, and every unknown option name. `registries` maps each group to its registry."""
+    missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra."))
+    if missing:  # `???` in a YAML file: the user must set it (e.g. a dataset's data.root)
+        raise ConfigError(f"{', '.join(missing)} must be set (it is ??? in the config), e.g. "
+                          f"{missing[0]}=...")
     problems = [_schema_problem(cfg, group) for group in GROUPS]
     problems = [p for p in [_top_level_problem(cfg), *problems] if p]
     for group, registry in registries.items():

@@ -519,3 +519,11 @@ def test_result_check_helper_detects_results(tmp_path):
         assert_no_result(tmp_path)
     shutil.rmtree(tmp_path / "checkpoints")
     assert_no_result(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["train", "summary"])
+def test_a_required_field_left_unset_is_one_line(refused, mode):
+    """`root: ???` (the datasets without a bundled copy): one line naming the field, not
+    Hydra's "Error executing job with overrides" above OmegaConf's message."""
+    code, err = refused(["data=fashion_mnist", f"mode={mode}"])
+    assert_one_clear_error(code, err, "data.root", "must be set")
