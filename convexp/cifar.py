@@ -38,6 +38,7 @@ RECORDS_PER_FILE = 10_000
 NUM_CLASSES = 10
 # The python version: pickled batches, which convexp never loads.
 PYTHON_FOLDER, PYTHON_ARCHIVE = "cifar-10-batches-py", "cifar-10-python.tar.gz"
+PYTHON_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"  # as published on PAGE (renamed copies)
 PICKLE_NAMES = frozenset({*(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
                           "batches.meta"})
 BINARY_VERSION = (f'the binary version ("CIFAR-10 binary version (suitable for C programs)", '
@@ -116,6 +117,8 @@ def _check_archive_md5(path: Path) -> None:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     actual = digest.hexdigest()
+    if actual == PYTHON_ARCHIVE_MD5:
+        raise _pickle_refusal(path)
     if actual != ARCHIVE_MD5:
         raise DataError(
             f"checksum mismatch for {path}: md5 {actual}, expected {ARCHIVE_MD5} (the "

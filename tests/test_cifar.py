@@ -267,6 +267,17 @@ def test_verify_checks_the_archive_md5(tmp_path, refused):
     assert_no_result(tmp_path / "run")
 
 
+def test_a_renamed_python_archive_is_recognised_by_its_md5(tmp_path, refused, monkeypatch):
+    """The python version's archive under the binary one's name: its published md5 names it
+    (here a small archive stands in, its md5 put in the python version's place)."""
+    import hashlib
+
+    archive = write_archive(tmp_path / "dl" / cifar.ARCHIVE, write_cifar(tmp_path / "src"))
+    monkeypatch.setattr(cifar, "PYTHON_ARCHIVE_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    code, err = refused([*CIFAR, "data.verify=true", f"data.root={archive.parent}"])
+    assert_one_clear_error(code, err, str(archive), "a pickle is code", cifar.ARCHIVE)
+
+
 PICKLE_NEEDLES = ["a pickle is code", "CIFAR-10 binary version (suitable for C programs)",
                   "cifar-10-binary.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar.html"]
 
