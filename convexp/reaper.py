@@ -29,7 +29,8 @@ FORWARDED = tuple(getattr(signal, name) for name in
                   if hasattr(signal, name))
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent, as the terminal's are (Linux)
 _PR_SET_PDEATHSIG = 1
-_LINE = re.compile(r"^convexp\.reaper: the job's process ended with status (-?\d+)", re.M)
+# Not anchored to a line's start: a progress bar (\r, no \n) may end the job's last line.
+_LINE = re.compile(r"convexp\.reaper: the job's process ended with status (-?\d+)")
 _TAIL_BYTES = 1 << 16
 
 
@@ -111,7 +112,10 @@ def main(argv: list[str]) -> int:
         if info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
             child.send_signal(info.si_signo)
     if status != 0:
-        print(status_line(status), file=sys.stderr, flush=True)
+        try:  # on a line of its own, whatever the child wrote last
+            print(f"\n{status_line(status)}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # no stderr to write to: the status still goes on
+            pass
     return status if status >= 0 else 128 - status
 
 
