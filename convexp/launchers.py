@@ -8,7 +8,9 @@ job killed with it and the rest never run. Here each job runs in a process of it
 `n_jobs` at a time, as joblib would), so a dead worker takes only its own job. Its job is
 recorded `failed` with the signal in its reason (convexp.job.record_lost_job), the rest run,
 and the sweep ends with its count line, its report and exit 1. The submitit_local launcher's
-jobs already run in their own processes; only collecting their results aborted the sweep.
+jobs already run in their own processes; only collecting their results aborted the sweep, and
+its controller keeps the job's exit status to itself: convexp.reaper runs each job's process
+and writes how it ended into the job's log, where the reason is read from.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import logging
 import math
 import multiprocessing
 import os
-import signal
+import shlex
+import sys
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -27,6 +30,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from omegaconf import open_dict
 
+from convexp import reaper
 from convexp.job import record_lost_job
 from convexp.signals import first_signal, stop_requested
 
@@ -50,17 +54,6 @@ def _run_pickled(payload: bytes, conn) -> None:
     result = function(*args)
     conn.send_bytes(cloudpickle.dumps(result))
     conn.close()
-
-
-def exit_reason(exitcode: int | None) -> str:
-    """Why a worker process ended without a result, e.g. `... killed by signal 9 (SIGKILL)`."""
-    if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"its worker process was killed by signal {-exitcode} ({name})"
-    return f"its worker process exited with code {exitcode} before returning its result"
 
 
 def _lost(launcher, overrides: Sequence[str], job_num: int, reason: str) -> JobReturn:
@@ -129,7 +122,7 @@ def launch_in_processes(launcher, job_overrides: Sequence[Sequence[str]],
             del running[idx]
             results[idx] = result if result is not None else _lost(
                 launcher, job_overrides[idx], initial_job_idx + idx,
-                exit_reason(process.exitcode))
+                reaper.exit_reason(process.exitcode))
     if stop_requested():
         raise SystemExit(128 + first_signal())
     return [results[idx] for idx in sorted(results)]
@@ -139,22 +132,33 @@ def launch_surviving_lost_jobs(launcher, launch, job_overrides: Sequence[Sequenc
                                initial_job_idx: int) -> list[JobReturn]:
     """hydra/launcher=submitit_local: submitit's own `launch`, whose jobs run in processes of
     their own already, with a job that ended without a result recorded as lost rather than
-    raised (submitit's UncompletedJobError aborted the sweep)."""
+    raised (submitit's UncompletedJobError aborted the sweep). Each job's process runs under
+    convexp.reaper, which writes how it ended into the job's log, so that the reason can name
+    the signal that killed it."""
     import submitit
 
-    map_array = submitit.AutoExecutor.map_array
+    auto_executor = submitit.AutoExecutor
     submitted = []
 
-    def keep_jobs(executor, *args, **kwargs):
-        jobs = map_array(executor, *args, **kwargs)
-        submitted.extend(jobs)
-        return [_Result(job) for job in jobs]
+    class AutoExecutor(auto_executor):
+        """What Hydra's launch builds (`submitit.AutoExecutor(...)`), with `local_python`, the
+        executor's own option for the command that runs a job's Python, naming the reaper."""
 
-    submitit.AutoExecutor.map_array = keep_jobs
+        def __init__(self, folder, cluster=None, **kwargs):
+            if cluster == "local" and reaper.available():
+                kwargs.setdefault("local_python", reaper.command(shlex.quote(sys.executable)))
+            super().__init__(folder, cluster=cluster, **kwargs)
+
+        def map_array(self, *args, **kwargs):
+            jobs = super().map_array(*args, **kwargs)
+            submitted.extend(jobs)
+            return [_Result(job) for job in jobs]
+
+    submitit.AutoExecutor = AutoExecutor
     try:
         returns = launch(job_overrides, initial_job_idx)
     finally:
-        submitit.AutoExecutor.map_array = map_array
+        submitit.AutoExecutor = auto_executor
     return [ret if ret is not None else _lost(
                 launcher, job_overrides[i], initial_job_idx + i, _submitit_reason(submitted[i]))
             for i, ret in enumerate(returns)]
@@ -174,8 +178,18 @@ class _Result:
 
 
 def _submitit_reason(job) -> str:
-    """submitit's local controller reaps the job's process and exits 0 whatever happened to
-    it: the signal is not known here, only that no result came back."""
+    """How the job's process ended, as the reaper wrote it into the job's log (submitit's local
+    controller reaps the process and exits 0 whatever happened to it). Without that line (no
+    reaper on this platform, or the reaper itself killed) only the lost result is known."""
+    try:
+        paths = job.paths
+        status = reaper.status_in(paths.stderr)
+        if status is None:  # stderr_to_stdout: one log
+            status = reaper.status_in(paths.stdout)
+    except Exception:  # noqa: BLE001 - a log we cannot find changes only the wording
+        status = None
+    if status is not None:
+        return reaper.exit_reason(status)
     try:
         state = job.state
     except Exception:  # noqa: BLE001 - a state we cannot read changes nothing

@@ -1,10 +1,19 @@
 """A killed worker does not sink the sweep (issue 18, point 4).
 
 A 4-job sweep; once the jobs run, one worker process gets SIGKILL (as the OOM killer sends it).
-The sweep goes on: the dead worker's job is recorded `failed` (with the signal in its reason
-under joblib; submitit does not pass it on), the other three complete, the count line and the
-comparison report are written, and the sweep exits 1. For hydra/launcher=joblib (two jobs at a
-time) and hydra/launcher=submitit_local.
+The sweep goes on: the dead worker's job is recorded `failed` with the signal in its reason, the
+other three complete, the count line and the comparison report are written, and the sweep exits
+1. For hydra/launcher=joblib (two jobs at a time) and hydra/launcher=submitit_local (whose jobs'
+processes run under convexp.reaper, which tells the sweep the signal that submitit's controller
+keeps to itself).
+
+And a 3-job sweep whose middle job sends its own process a signal as its model is built (a
+model named by `_target_`, examples/my_models.py's tiny_net otherwise): no polling, no timing.
+SIGKILL: that job is recorded `failed`, its reason naming SIGKILL. SIGTERM, which a job catches:
+that job records itself `interrupted` (stopped before training), and the sweep keeps it so.
+
+And the reaper on its own (quick): its child's status, the line it writes, the signals it
+passes on, and no child outliving it.
 """
 
 from __future__ import annotations
@@ -14,17 +23,24 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import FAST_RUN, cli_command, cli_env
 
+from convexp import reaper
+from convexp.reaper import exit_reason
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
 SWEEP = [*FAST_RUN, "data.train_size=1000", "seed=0,1,2,3"]
 LAUNCHERS = {
     "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "spawn_main"),
     "submitit_local": (["hydra/launcher=submitit_local"], "submitit.core._submit"),
 }
+REAPER = "convexp.reaper"  # its command line names the job's too; the job is its child
 
 
 def descendants(pid: int) -> list[int]:
@@ -64,7 +80,8 @@ def test_a_killed_worker_fails_only_its_job(launcher, tmp_path):
             assert proc.poll() is None, (tmp_path / "output.txt").read_text()[-3000:]
             assert time.monotonic() < deadline, "no job started"
             if list(sweep_dir.glob("*/summary.json")):  # the jobs run
-                workers = [p for p in descendants(proc.pid) if worker_mark in cmdline(p)]
+                workers = [p for p in descendants(proc.pid)
+                           if worker_mark in cmdline(p) and REAPER not in cmdline(p)]
                 if workers:
                     killed = workers[0]
                     os.kill(killed, signal.SIGKILL)
@@ -83,9 +100,125 @@ def test_a_killed_worker_fails_only_its_job(launcher, tmp_path):
     assert len(summaries) == 4
     failed = [s for s in summaries if s["status"] != "completed"]
     assert len(failed) == 1 and failed[0]["status"] == "failed", failed
-    # submitit's local controller reaps the job's process and exits 0 whatever happened to
-    # it, so only joblib's reason can name the signal.
-    expected = "signal 9 (SIGKILL)" if launcher == "joblib" else "without a result"
-    assert expected in failed[0]["reason"], failed[0]
+    assert "killed by signal 9 (SIGKILL)" in failed[0]["reason"], failed[0]
     assert "comparison report:" in output, output[-2000:]
     assert list(sweep_dir.glob("**/comparison.md"))
+
+
+KILLER = """
+import os
+import signal
+
+from my_models import tiny_net
+
+
+def net(cfg, image_shape, num_classes):
+    if cfg.width == 16:
+        os.kill(os.getpid(), signal.Signals[cfg.signal])
+    return tiny_net(cfg, image_shape=image_shape, num_classes=num_classes)
+"""
+KILLER_YAML = """
+_target_: killer.net
+name: killer
+width: 8
+dilation: 2
+signal: SIGKILL
+"""
+# signal -> (the count line's counts, the signalled job's status and reason)
+SELF_SIGNALLED = {
+    "SIGKILL": ("2 completed, 1 failed, 0 diverged, 0 interrupted",
+                "failed", exit_reason(-signal.SIGKILL)),
+    "SIGTERM": ("2 completed, 0 failed, 0 diverged, 1 interrupted",
+                "interrupted", "stopped by a signal before training"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", list(SELF_SIGNALLED))
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_job_that_signals_itself_ends_only_itself(launcher, sig, tmp_path):
+    pytest.importorskip({"joblib": "hydra_plugins.hydra_joblib_launcher",
+                         "submitit_local": "hydra_plugins.hydra_submitit_launcher"}[launcher])
+    (tmp_path / "killer.py").write_text(KILLER)
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "killer.yaml").write_text(KILLER_YAML)
+    env = cli_env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp_path), str(EXAMPLES), *filter(None, [env.get("PYTHONPATH")])])
+    args = ["--config-dir", str(tmp_path / "conf"), "model=killer", f"model.signal={sig}",
+            *FAST_RUN, "data.train_size=1000", "model.width=8,16,12", *LAUNCHERS[launcher][0]]
+    proc = subprocess.run(cli_command(args, tmp_path, multirun=True), cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=3000)
+    output = proc.stdout
+    counts, status, reason = SELF_SIGNALLED[sig]
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{output[-4000:]}"
+    assert "Traceback" not in output, output[-4000:]
+    assert re.search(rf"^sweep done: 3 jobs, {counts} ", output, re.M), output[-4000:]
+    summaries = [json.loads(p.read_text())
+                 for p in sorted((tmp_path / "multirun").glob("*/summary.json"))]
+    assert len(summaries) == 3, summaries
+    ended = [s for s in summaries if "model.width=16" in s["overrides"]]
+    assert len(ended) == 1 and ended[0]["status"] == status, summaries
+    assert ended[0]["reason"] == reason, ended[0]
+    if sig == "SIGKILL":
+        assert "killed by signal 9 (SIGKILL)" in reason
+    assert all(s["status"] == "completed" for s in summaries if s is not ended[0]), summaries
+    assert "comparison report:" in output, output[-2000:]
+
+
+# --- the reaper on its own ---------------------------------------------------------------------
+
+needs_reaper = pytest.mark.skipif(not reaper.available(), reason="no sigwaitinfo here")
+
+
+def reaped(code: str, **kwargs) -> subprocess.Popen:
+    """`python -m convexp.reaper -c CODE`: the reaper running `python -c CODE`."""
+    return subprocess.Popen([sys.executable, "-m", "convexp.reaper", "-c", code], text=True,
+                            **kwargs)
+
+
+@needs_reaper
+def test_the_reaper_says_which_signal_killed_its_child(tmp_path):
+    log = tmp_path / "0_log.err"
+    with open(log, "w") as err:  # as submitit's controller opens the job's log
+        proc = reaped("import os, signal, sys; sys.stderr.write('50%|#####     \\r'); "
+                      "sys.stderr.flush(); os.kill(os.getpid(), signal.SIGKILL)", stderr=err)
+        assert proc.wait() == 128 + signal.SIGKILL
+    assert reaper.status_in(log) == -signal.SIGKILL, log.read_text()
+    assert "killed by signal 9, SIGKILL" in log.read_text()
+    assert exit_reason(reaper.status_in(log)) == (
+        "its worker process was killed by signal 9 (SIGKILL)")
+
+
+@needs_reaper
+@pytest.mark.parametrize("code", [0, 1, 144])  # 144: submitit's local requeue
+def test_the_reaper_exits_as_its_child_did(code, tmp_path):
+    log = tmp_path / "0_log.err"
+    with open(log, "w") as err:
+        assert reaped(f"raise SystemExit({code})", stderr=err).wait() == code
+    assert reaper.status_in(log) == (code or None), log.read_text()
+
+
+@needs_reaper
+def test_the_reaper_passes_a_signal_on_to_its_child():
+    proc = reaped("import signal, sys, time\n"
+                  "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\n"
+                  "print('ready', flush=True)\n"
+                  "time.sleep(600)", stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=600) == 3
+
+
+@needs_reaper
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_no_child_outlives_its_reaper():
+    """The reaper killed outright (submitit's controller ends a job with SIGKILL) takes its
+    child with it. The child holds the pipe's write end: EOF says it is gone."""
+    proc = reaped("import time\nprint('ready', flush=True)\ntime.sleep(120)\nprint('survived')",
+                  stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == "ready\n"
+    proc.kill()
+    proc.wait()
+    assert proc.stdout.read() == ""

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "convexp"
 LAYERS = {
     "foundations": ["__init__", "errors", "atomic", "paths", "record", "variants", "signals",
                     "config_errors", "_format", "erf_maps", "ops", "analysis", "wandb_env",
-                    "launcher_configs", "report.stats"],
+                    "launcher_configs", "reaper", "report.stats"],
     "config": ["schema", "naming", "system", "checkpoint"],
     "schemas": ["option_schemas", "registry"],
     "components": ["data", "cifar", "models", "optim", "loggers", "precision"],
@@ -34,7 +34,7 @@ LAYER_OF = {module: rank for rank, modules in enumerate(LAYERS.values()) for mod
 TORCH_FREE = ["record", "variants", "naming", "wandb_env", "config_errors", "option_schemas",
               "schema", "registry", "erf_maps", "_format", "report", "report.runs",
               "report.render", "report.plots", "report.stats", "report.wandb_upload",
-              "report.cli", "compare", "cifar"]
+              "report.cli", "compare", "cifar", "reaper"]
 
 
 def module_name(path: Path) -> str:
