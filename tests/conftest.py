@@ -204,3 +204,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def refused(tmp_path, capsys, monkeypatch):
+    """Run one job (FAST_RUN + overrides) into tmp_path/run, training forbidden: returns
+    (exit code, stderr)."""
+    def job(overrides: list[str]) -> tuple[int, str]:
+        return run_job_until_exit(overrides, tmp_path / "run", capsys,
+                                  forbid_training=monkeypatch)
+
+    return job

@@ -84,17 +84,6 @@ def mnist_copy(root: Path, source: Path, replace: dict[str, bytes], gz: bool = F
     return root
 
 
-@pytest.fixture
-def refused(tmp_path, capsys, monkeypatch):
-    """Run one job (FAST_RUN + overrides) into tmp_path/run, training forbidden: returns
-    (exit code, stderr)."""
-    def job(overrides: list[str]) -> tuple[int, str]:
-        return run_job_until_exit(overrides, tmp_path / "run", capsys,
-                                  forbid_training=monkeypatch)
-
-    return job
-
-
 # --- unknown names --------------------------------------------------------------------------
 
 

@@ -21,7 +21,6 @@ import torch
 from conftest import (
     assert_no_result,
     assert_one_clear_error,
-    run_job_until_exit,
 )
 
 from convexp import cifar
@@ -96,17 +95,6 @@ def expected_arrays(n_train: int = N_TRAIN, n_test: int = N_TEST):
     train = [decode(t) for t in tables[:5]]
     return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
             *decode(tables[5]))
-
-
-@pytest.fixture
-def refused(tmp_path, capsys, monkeypatch):
-    """Run one job (FAST_RUN + overrides) into tmp_path/run, training forbidden: returns
-    (exit code, stderr)."""
-    def job(overrides: list[str]) -> tuple[int, str]:
-        return run_job_until_exit(overrides, tmp_path / "run", capsys,
-                                  forbid_training=monkeypatch)
-
-    return job
 
 
 # --- reading the binary files ---------------------------------------------------------------
