@@ -1,7 +1,7 @@
 """What one sweep costs on this machine, and where it goes.
 
     python benchmarks/sweep_cost.py [--jobs 4] [--train-size 10000] [--repeats 2] [--out FILE]
-    python benchmarks/sweep_cost.py --from-sweep SWEEP_DIR [--wall-s S] [--out FILE]
+    python benchmarks/sweep_cost.py --from-sweep SWEEP_DIR [SWEEP_DIR ...] [--wall-s S] [--out FILE]
 
 1. Per-job fixed costs, measured alone: process start and imports, data load with its md5
    check, describing the model (per-layer table and the standard-net ratios), the 10,000-image
@@ -169,26 +169,36 @@ def split_job(summary: dict, job_dir: Path) -> dict:
             "samples_per_s": summary.get(record.TRAIN_SAMPLES_PER_S)}
 
 
-def from_sweep(sweep_dir: Path, wall_s: float | None) -> dict:
-    jobs = []
-    for summary in record.load_summaries(sweep_dir):
-        if summary.get(record.STATUS) != record.COMPLETED:
-            jobs.append({"job": summary.get(record.JOB_DIR), "status": summary.get(record.STATUS)})
-            continue
-        label = (f"{summary.get('variant')} k{summary.get('kernel_size')} "
-                 f"d{summary.get('dilation')}")
-        jobs.append({"job": summary[record.JOB_DIR], "config": label, "seed": summary.get("seed"),
-                     "status": record.COMPLETED, **split_job(summary, sweep_dir /
-                                                             summary[record.JOB_DIR])})
+def from_sweep(sweep_dirs: list[Path], wall_s: float | None) -> dict:
+    """The split of every job of one sweep, or of several parts of one (their first jobs each
+    pay a process's imports and first data load)."""
+    jobs, firsts = [], []
+    root = sweep_dirs[0] if len(sweep_dirs) == 1 else record.load_sweeps(sweep_dirs)[0]
+    for sweep_dir in sweep_dirs:
+        first = True
+        for summary in record.load_summaries(sweep_dir):
+            job_dir = Path(sweep_dir, summary[record.JOB_DIR])
+            name = job_dir.resolve().relative_to(Path(root).resolve()).as_posix()
+            if summary.get(record.STATUS) != record.COMPLETED:
+                jobs.append({"job": name, "status": summary.get(record.STATUS)})
+                continue
+            label = (f"{summary.get('variant')} k{summary.get('kernel_size')} "
+                     f"d{summary.get('dilation')}")
+            jobs.append({"job": name, "config": label, "seed": summary.get("seed"),
+                         "status": record.COMPLETED, **split_job(summary, job_dir)})
+            if first:
+                firsts.append(name)
+                first = False
     done = [j for j in jobs if j["status"] == record.COMPLETED]
-    later = done[1:]  # the first job also pays the process's imports and first data load
+    # A sweep's first job also pays the process's imports and first data load.
+    later = [j for j in done if j["job"] not in firsts]
     total = {k: round(sum(j[k] for j in done), 1) for k in
              ("wall_s", "train_s", "setup_s", "test_s", "analysis_s", "val_ckpt_wandb_s")}
     per_config: dict[str, list[dict]] = {}
     for j in done:
         per_config.setdefault(j["config"], []).append(j)
     return {
-        "sweep_dir": str(sweep_dir), "jobs": len(jobs), "completed": len(done),
+        "sweep_dir": ", ".join(map(str, sweep_dirs)), "jobs": len(jobs), "completed": len(done),
         "sweep_wall_s": wall_s,
         "outside_jobs_s": round(wall_s - total["wall_s"], 1) if wall_s else None,
         "sum_over_jobs": total,
@@ -209,8 +219,9 @@ def from_sweep(sweep_dir: Path, wall_s: float | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from-sweep", type=Path, metavar="SWEEP_DIR",
-                        help="split a finished sweep's job times from its records; run nothing")
+    parser.add_argument("--from-sweep", type=Path, nargs="+", metavar="SWEEP_DIR",
+                        help="split a finished sweep's job times from its records (several "
+                        "dirs: the parts of one sweep); run nothing")
     parser.add_argument("--wall-s", type=float, help="with --from-sweep: the sweep's wall time")
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--train-size", type=int, default=10000)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from convexp.errors import ConfigError
 from convexp.precision import resolve_precision
 from convexp.schema import value
 
@@ -44,4 +45,8 @@ def resolve_auto(trainer_cfg, device: torch.device, model: nn.Module) -> AutoSet
     """Every `auto` trainer setting for the built `model` on `device`, in one order."""
     precision, precision_why = resolve_precision(value(trainer_cfg.precision), device, model)
     compile_, compile_why = resolve_compile(trainer_cfg.get("compile"), device)
+    mode = trainer_cfg.get("compile_mode")
+    if mode is not None and not compile_:  # validation catches trainer.compile=false only
+        raise ConfigError(f"trainer.compile_mode={mode} applies only when compiling, and this "
+                          f"run does not ({compile_why}): set trainer.compile=true, or drop it")
     return AutoSettings(precision, precision_why, compile_, compile_why)

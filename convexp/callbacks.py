@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from convexp import record
 from convexp.atomic import ensure_writable_dir, os_error_text
@@ -17,7 +17,7 @@ from convexp.checkpoint import resolve_checkpoint
 from convexp.errors import ConvexpError
 from convexp.job import holds_results
 from convexp.report import aggregate, terminal_table, write_report
-from convexp.report.runs import objective_text
+from convexp.report.runs import objective_text, repeated_runs
 from convexp.report.wandb_upload import (
     log_report_to_wandb,
     obey_the_jobs_decision,
@@ -27,6 +27,8 @@ from convexp.schema import value
 from convexp.validate import mode_problems
 
 TOP = 5  # configurations shown at the end of a sweep
+# What makes hydra.sweep.subdir one dir per job: convexp records one job per dir.
+ONE_DIR_PER_JOB = ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")
 
 
 def _require_writable(path: Path, key: str) -> None:
@@ -69,6 +71,13 @@ class ConvexpCallback(Callback):
                     f"hydra.run.dir, or continue that run with resume={run_dir}")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
+        if not any(key in subdir for key in ONE_DIR_PER_JOB):
+            # Two jobs in one dir: the second is refused (the dir holds the first's results)
+            # after Hydra wrote its config over the first's .hydra/config.yaml.
+            _refuse(f"hydra.sweep.subdir={subdir} can give two jobs of the sweep one dir: "
+                    "name each job's own with ${hydra.job.num} (the default) or "
+                    "${hydra.job.override_dirname}")
         sweep_dir = Path(config.hydra.sweep.dir)
         _require_writable(sweep_dir, "hydra.sweep.dir")
         found = sorted(sweep_dir.glob(f"*/{record.SUMMARY}"))
@@ -84,7 +93,12 @@ class ConvexpCallback(Callback):
         print(f"sweep done: {total} jobs, {counts['completed']} completed, "
               f"{counts['failed']} failed, {counts['diverged']} diverged, "
               f"{counts['interrupted']} interrupted ({sweep_dir})", flush=True)
-        configs = aggregate(summaries) if counts[record.COMPLETED] else []
+        # The same configuration and seed twice (`seed=0,0`): one run must not count as two
+        # seeds, so the repeat is left out of the comparison (python -m convexp.compare
+        # refuses such a pair outright).
+        repeats = {repeat: first for first, repeat in repeated_runs(summaries)}
+        pooled = [s for s in summaries if s[record.JOB_DIR] not in repeats]
+        configs = aggregate(pooled) if counts[record.COMPLETED] else []
         if configs:
             print(f"top {min(TOP, len(configs))} of {len(configs)} configurations by mean "
                   f"{objective_text(configs)} (test acc for information; the full table: "
@@ -94,7 +108,10 @@ class ConvexpCallback(Callback):
             if s[record.STATUS] != record.COMPLETED:
                 print(f"  job {s[record.JOB_DIR]} {s[record.STATUS]}: "
                       f"{s.get(record.REASON) or ''}", flush=True)
-        reported = _report(config, sweep_dir, summaries, configs) if configs else True
+        for repeat, first in repeats.items():
+            print(f"  job {repeat} repeats job {first} (same configuration and seed): left out "
+                  "of the comparison", flush=True)
+        reported = _report(config, sweep_dir, pooled, configs) if configs else True
         if total == 0 or counts[record.COMPLETED] < total or not reported:
             raise SystemExit(1)
 

@@ -15,6 +15,7 @@ and writes how it ended into the job's log, where the reason is read from.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import multiprocessing
@@ -71,12 +72,29 @@ def _lost(launcher, overrides: Sequence[str], job_num: int, reason: str) -> JobR
                      status=JobStatus.COMPLETED, _return_value=math.nan)
 
 
+def unused_joblib_fields(launcher) -> list[str]:
+    """The joblib plugin's fields set away from their defaults that this launcher cannot
+    honour: it runs each job in a process of its own, `n_jobs` at a time, without
+    joblib.Parallel, so `timeout`, `backend`, `prefer`, ... would do nothing."""
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+    defaults = {f.name: f.default for f in dataclasses.fields(JobLibLauncherConf)}
+    return [f"hydra.launcher.{key}={val}" for key, val in launcher.joblib.items()
+            if key in defaults and key not in ("_target_", "n_jobs") and val != defaults[key]]
+
+
 def launch_in_processes(launcher, job_overrides: Sequence[Sequence[str]],
                         initial_job_idx: int) -> list[JobReturn]:
     """hydra/launcher=joblib: `n_jobs` jobs at a time (the joblib launcher's field), each in a
     fresh (spawned) process of its own, which runs what joblib's worker would."""
     from hydra_plugins.hydra_joblib_launcher import _core as joblib_core
 
+    unused = unused_joblib_fields(launcher)
+    if unused:  # before any job runs: one line, exit 2, as for any field that does nothing
+        print(f"convexp: error: {', '.join(unused)}: convexp's joblib launcher runs each job "
+              "in a process of its own, hydra.launcher.n_jobs at a time, and reads no other "
+              "field of the joblib plugin; drop it", file=sys.stderr)
+        raise SystemExit(2)
     cloudpickle = _pickler()
 
     setup_globals()

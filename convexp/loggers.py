@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from convexp import wandb_env
-from convexp.record import RF_HOLES_THEORY
+from convexp.record import RECIPE, RF_HOLES_THEORY
 from convexp.registry import Registry
 from convexp.schema import value
 
@@ -27,7 +27,8 @@ LOGGERS: Registry = Registry("logger")
 CONFIG_KEYS = ("variant", "kernel_size", "dilation", "seed", "params", "macs",
                "receptive_field", "param_ratio_vs_standard", "macs_ratio_vs_standard",
                "precision", "objective",  # objective: the metric's name (its value is a result)
-               RF_HOLES_THEORY)  # the RF's holes in theory, a property of the built model
+               RF_HOLES_THEORY,  # the RF's holes in theory, a property of the built model
+               RECIPE)  # what the job trains, without its seed (record.recipe_hash)
 
 
 def wandb_config(resolved: dict, record: dict) -> dict:

@@ -8,9 +8,12 @@ No torch, no numpy: the report and the sweep callback import it without a traini
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,34 @@ INFERENCE_MS = "inference_ms_per_image"
 # kernel taps reaches (the gridding of stacked dilations), from the built model's structure;
 # `erf_rf_holes` is the same share measured on the trained ERF.
 RF_HOLES_THEORY = "rf_holes_theory"
+# What a job trains and how it is measured, as 12 hex digits of its config (recipe_hash): jobs
+# with the same overrides but another recipe (a YAML edited between them, a default changed in
+# another version of convexp) are not pooled as seeds of one configuration (convexp.report).
+RECIPE = "recipe"
+# Config fields that change neither what a job trains nor how it is measured: its seed, where
+# the data lies, the device and threads, logging, checkpoints. `trainer.precision` too: `auto`
+# is resolved per machine (and a resumed run's config holds the resolved value); the precision
+# a job ran is its summary's `precision`.
+NOT_RECIPE = ("seed", "mode", "resume", "checkpoint", "trust_checkpoint", "logger", "hydra",
+              "data.root", "data.verify", "data.eval_batch_size", "trainer.device",
+              "trainer.compile", "trainer.compile_mode", "trainer.precision", "trainer.threads",
+              "trainer.progress", "trainer.progress_every_s", "trainer.checkpoint",
+              "trainer.finite_check_every", "trainer.channels_last")
+
+
+def recipe_hash(config: Mapping) -> str:
+    """A job's recipe (:data:`RECIPE`): 12 hex digits of its resolved config (a plain dict)
+    without the fields of :data:`NOT_RECIPE`."""
+    plain = json.loads(json.dumps(config, default=str))
+    for path in NOT_RECIPE:
+        *parents, leaf = path.split(".")
+        node: Any = plain
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _natural_key(text: str) -> list[Any]:
@@ -90,6 +121,23 @@ def load_summaries(path: str | Path) -> list[dict]:
         summary[JOB_DIR] = job_dir.as_posix()
         summaries.append(summary)
     return sorted(summaries, key=lambda s: _natural_key(s[JOB_DIR]))
+
+
+def load_sweeps(paths: Sequence[str | Path]) -> tuple[Path, list[dict]]:
+    """The summaries of several sweep dirs (or any dirs of runs) as one list, e.g. your own
+    model's sweep next to convexp's: ``job_dir`` is relative to the dirs' common folder, which
+    is returned with them. A job under two of the dirs (one inside the other) is loaded once."""
+    dirs = [Path(p).resolve() for p in paths]
+    root = Path(os.path.commonpath(dirs))
+    seen: set[str] = set()
+    summaries = []
+    for folder in dirs:
+        for summary in load_summaries(folder):
+            job_dir = (folder / summary[JOB_DIR]).relative_to(root).as_posix()
+            if job_dir not in seen:
+                seen.add(job_dir)
+                summaries.append({**summary, JOB_DIR: job_dir})
+    return root, summaries
 
 
 def count_statuses(summaries: list[dict]) -> Counter:

@@ -25,6 +25,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from convexp import wandb_env
 from convexp.analysis import effective_receptive_field, inference_latency_ms
@@ -53,8 +54,10 @@ from convexp.record import (
     INPUT_SHAPE,
     OBJECTIVE,
     OBJECTIVE_VALUE,
+    RECIPE,
     RF_HOLES_THEORY,
     WANDB_ONLINE_UNAVAILABLE,
+    recipe_hash,
 )
 from convexp.runner import FitResult, Runner
 from convexp.schema import to_container, to_schema, value
@@ -132,7 +135,10 @@ def _job_log_prefix(job_num: int | None):
 
         return keep
 
-    filters = [(handler, route(handler)) for handler in logging.getLogger().handlers]
+    # The root logger's handlers (Hydra's console and job log file), and the handler the
+    # Python API puts on the `convexp` logger when the caller configured no logging.
+    handlers = [*logging.getLogger().handlers, *logging.getLogger("convexp").handlers]
+    filters = [(handler, route(handler)) for handler in dict.fromkeys(handlers)]
     for handler, keep in filters:
         handler.addFilter(keep)
     try:
@@ -249,12 +255,17 @@ def resume_config(cli_cfg, ctx: JobContext) -> tuple[DictConfig, dict, list[str]
         old = OmegaConf.select(resumed, key, default=None)
         if _plain(new) == _plain(old):
             continue
-        if key == EXTENDS_RUN and resumed.scheduler.name == "none":
+        growing = isinstance(new, int) and isinstance(old, int) and new > old
+        if key == EXTENDS_RUN and resumed.scheduler.name == "none" and growing:
             resumed.trainer.max_epochs = new
             recorded = [o for o in recorded if _override_key(o) != key] + [override]
             continue
-        why = (f" (scheduler={resumed.scheduler.name} spans the original "
-               f"{resumed.trainer.max_epochs} epochs)" if key == EXTENDS_RUN else "")
+        why = ""
+        if key == EXTENDS_RUN and resumed.scheduler.name != "none":
+            why = (f" (scheduler={resumed.scheduler.name} spans the original "
+                   f"{resumed.trainer.max_epochs} epochs)")
+        elif key == EXTENDS_RUN:  # a run can grow, not shrink: its epochs are trained already
+            why = " (a resumed run may train more epochs, never fewer)"
         problems.append(f"{override} (the checkpoint has {key}={_plain(old)!r}){why}")
     if problems:
         raise ConfigError(
@@ -292,7 +303,17 @@ def _summary_fields(cfg, ctx: JobContext) -> dict:
     for key in ("kernel_size", "dilation", "channels", "padding"):
         if key in m:  # channels, and a dilation schedule (one per block), as lists
             fields[key] = list(m[key]) if OmegaConf.is_list(m[key]) else value(m[key])
-    return {**fields, "seed": cfg.seed, "wandb_group": _wandb_group(cfg, ctx)}
+    return {**fields, "seed": cfg.seed, "wandb_group": _wandb_group(cfg, ctx),
+            RECIPE: _recipe(cfg)}
+
+
+def _recipe(cfg) -> str | None:
+    """The job's recipe (convexp.record.recipe_hash); None when its config does not resolve,
+    which fails the job with its own reason right after."""
+    try:
+        return recipe_hash(to_container(cfg))
+    except (OmegaConfBaseException, ValueError):
+        return None
 
 
 def _wandb_group(cfg, ctx: JobContext) -> str | None:

@@ -14,7 +14,15 @@ from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from convexp.errors import ConfigError
-from convexp.schema import GROUPS, MAX_SEED, Config, option_schema, to_container, value
+from convexp.schema import (
+    GROUPS,
+    MAX_SEED,
+    Config,
+    TrainerConfig,
+    option_schema,
+    to_container,
+    value,
+)
 
 
 def _finite(x) -> bool:
@@ -140,7 +148,7 @@ def validate_config(cfg, registries: dict) -> None:
         raise ConfigError(f"{', '.join(missing)} must be set (it is ??? in the config), e.g. "
                           f"{missing[0]}=...")
     problems = [_schema_problem(cfg, group) for group in GROUPS]
-    problems = [p for p in [_top_level_problem(cfg), *problems] if p]
+    problems = [p for p in [_top_level_problem(cfg), _trainer_problem(cfg), *problems] if p]
     for group, registry in registries.items():
         node = cfg[group]
         if group == "model" and "_target_" in node:
@@ -170,6 +178,18 @@ def _top_level_problem(cfg) -> str | None:
     return (f"top-level {', '.join(map(repr, unknown))}: nothing reads "
             f"{'it' if len(unknown) == 1 else 'them'} (a typo? convexp's top-level keys: "
             f"{', '.join(sorted(known - {'hydra'}))})")
+
+
+def _trainer_problem(cfg) -> str | None:
+    """A `trainer` key that nothing reads: `+trainer.max_epoch=10` appends past the typed
+    schema (and would train the default number of epochs)."""
+    known = {f.name for f in dataclasses.fields(TrainerConfig)}
+    unknown = [key for key in cfg.trainer if key not in known]
+    if not unknown:
+        return None
+    return (f"{', '.join(f'trainer.{key}' for key in unknown)}: nothing reads "
+            f"{'it' if len(unknown) == 1 else 'them'} (a typo? trainer's fields: "
+            f"{', '.join(sorted(known))})")
 
 
 def _schema_problem(cfg, group: str) -> str | None:

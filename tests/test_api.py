@@ -107,3 +107,31 @@ def test_a_typo_in_your_own_models_fields_lists_the_fields_it_has():
                         "model.widht=8"])
     assert str(exc.value) == ("model.widht: Key 'widht' is not in struct "
                               "(its fields: name, width, dilation)")
+
+
+def test_the_apis_own_log_handler_shows_a_table_once_as_the_cli_does():
+    """Records marked for the log file only (a per-layer table the console showed already)
+    stay off the handler the API adds to the `convexp` logger, as off Hydra's console."""
+    import io
+    import logging
+
+    from convexp.api import _log_to_stderr
+    from convexp.task import _job_log_prefix
+
+    root = logging.getLogger()
+    saved, root.handlers = root.handlers, []
+    try:
+        with _log_to_stderr():
+            (handler,) = logging.getLogger("convexp").handlers
+            stream = io.StringIO()
+            handler.setStream(stream)
+            log = logging.getLogger("convexp.task")
+            with _job_log_prefix(None):
+                log.info("table for the log file", extra={"console": False})
+                log.info("shown on the console", extra={"logfile": False})
+                log.info("everywhere")
+    finally:
+        root.handlers = saved
+    printed = stream.getvalue()
+    assert "table for the log file" not in printed
+    assert "shown on the console" in printed and "everywhere" in printed

@@ -16,6 +16,7 @@ import pytest
 
 import convexp.compare
 from convexp.compare import COST_AXES, aggregate, load_summaries, main, noise_notes, render_text
+from convexp.record import load_sweeps
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -222,6 +223,163 @@ def test_cli_exit_code_2_without_summaries(tmp_path, capsys, make_dir):
     assert main([str(target)]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("convexp: error: ") and str(target) in line
+
+
+def _split_in_two(multirun: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The fixture's jobs as two sweeps, e.g. a user's model's and convexp's: the first three
+    job dirs under ours/, the rest under theirs/ (job dirs keep their numbers)."""
+    ours, theirs = tmp_path / "sweeps" / "ours", tmp_path / "elsewhere" / "theirs"
+    for job in sorted(p for p in multirun.iterdir() if p.name.isdigit()):
+        shutil.copytree(job, (ours if int(job.name) < 3 else theirs) / job.name)
+    return ours, theirs
+
+
+def test_cli_pools_several_sweep_dirs_into_one_report(multirun, tmp_path, capsys):
+    ours, theirs = _split_in_two(multirun, tmp_path)
+    assert main([str(multirun), "--no-plots", "--out", str(tmp_path / "one")]) == 0
+    one = capsys.readouterr().out
+    out = tmp_path / "both"
+    assert main([str(ours), str(theirs), "--no-plots", "--out", str(out)]) == 0
+    both = capsys.readouterr().out
+    # The same jobs give the same configurations, seeds pooled across the dirs; each job dir
+    # named under the dirs' common folder.
+    def rows(path):
+        with path.open() as f:
+            return list(csv.DictReader(f))
+
+    pooled, alone = rows(out / "comparison.csv"), rows(tmp_path / "one/comparison.csv")
+    assert [{**r, "job_dirs": None} for r in pooled] == [{**r, "job_dirs": None} for r in alone]
+    best = json.loads(pooled[0]["job_dirs"])
+    assert best == ["sweeps/ours/0/nested", "sweeps/ours/1", "sweeps/ours/2"], best
+    table = [line for line in both.splitlines() if "±" in line]
+    assert table == [line for line in one.splitlines() if "±" in line] and table
+    assert f"jobs in 6 configurations from {ours}, {theirs}" in both
+    assert f"from `{ours}`, `{theirs}`" in (out / "comparison.md").read_text()
+    # Each failure names its job dir under the dirs' common folder.
+    assert "theirs/" in both.split("Failures (2):")[1]
+    _, summaries = load_sweeps([ours, theirs])
+    assert len(summaries) == len(load_summaries(multirun))
+
+
+def test_load_sweeps_loads_a_job_under_two_of_the_dirs_once(multirun):
+    root, summaries = load_sweeps([multirun, multirun / "0", multirun])
+    assert root == multirun.resolve()
+    assert [s["job_dir"] for s in summaries] == [s["job_dir"] for s in load_summaries(multirun)]
+
+
+def test_cli_several_dirs_need_out(multirun, tmp_path, capsys):
+    ours, theirs = _split_in_two(multirun, tmp_path)
+    assert main([str(ours), str(theirs)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == "convexp: error: 2 sweep dirs make one report: say where it goes with --out"
+    assert not (ours / "report").exists() and not (theirs / "report").exists()
+    assert main([str(ours), str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith(f"convexp: error: {tmp_path / 'missing'} does not")
+
+
+def test_cli_refuses_the_same_run_twice(multirun, tmp_path, capsys):
+    """A sweep dir next to a copy of itself would double every seed and halve no spread."""
+    copy = tmp_path / "copy"
+    shutil.copytree(multirun, copy)
+    assert main([str(multirun), str(copy), "--no-plots", "--out", str(tmp_path / "r")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"convexp: error: {copy.resolve() / '0' / 'nested'} repeats "
+                           f"{multirun.resolve() / '0' / 'nested'} (same configuration and seed")
+    assert line.endswith("(10 such pairs)")  # the completed jobs; failed ones are not results
+    # A job that recorded no recipe is pooled with its configuration's one recipe: a repeat too.
+    for path in copy.rglob("summary.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "recipe": "aaaaaaaaaaaa"}))
+    assert main([str(multirun), str(copy), "--no-plots", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.endswith("(10 such pairs)\n")
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_several_wandb_groups_need_group(multirun, tmp_path, capsys):
+    ours, theirs = _split_in_two(multirun, tmp_path)
+    for n, folder in enumerate((ours, theirs)):
+        for path in folder.rglob("summary.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "wandb_group": f"g{n}"}))
+    args = [str(ours), str(theirs), "--no-plots", "--out", str(tmp_path / "r"), "--wandb"]
+    assert main([*args, "--wandb-mode", "disabled"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == ("convexp: error: the jobs logged into 2 W&B groups (g0, g1): name the "
+                    "report's group with --group")
+
+
+def test_recipe_names_what_is_trained_not_where_or_how_fast():
+    from convexp.record import recipe_hash
+
+    config = {"model": {"name": "standard", "kernel_size": 3}, "optimizer": {"lr": 0.01},
+              "data": {"name": "mnist", "root": None, "verify": True, "eval_batch_size": 500},
+              "trainer": {"max_epochs": 3, "device": "auto", "precision": "auto",
+                          "threads": None, "progress": None},
+              "logger": {"name": "wandb"}, "seed": 0, "resume": None}
+    recipe = recipe_hash(config)
+    assert len(recipe) == 12 and int(recipe, 16) >= 0
+    same = json.loads(json.dumps(config))
+    same.update(seed=7, logger={"name": "none"}, resume="outputs/x")
+    same["data"].update(root="/data/mnist", verify=False, eval_batch_size=1000)
+    same["trainer"].update(device="cuda", precision="bf16", threads=1, progress=False)
+    assert recipe_hash(same) == recipe
+    for path, changed in (("optimizer.lr", 0.02), ("trainer.max_epochs", 2),
+                          ("model.kernel_size", 5), ("data.name", "fashion_mnist")):
+        other = json.loads(json.dumps(config))
+        group, field = path.split(".")
+        other[group][field] = changed
+        assert recipe_hash(other) != recipe, path
+    assert recipe_hash({**config, "objective": "test_acc"}) != recipe
+
+
+def test_same_overrides_under_another_recipe_are_not_pooled(multirun, capsys):
+    """A YAML edited between two sweeps (or another convexp version) trains something else
+    under the same overrides: its seeds are not pooled with the others'."""
+    for path in multirun.rglob("summary.json"):
+        job = json.loads(path.read_text())
+        edited = job["model"] == "standard" and job["seed"] == 2
+        path.write_text(json.dumps({**job, "recipe": "bbbbbbbbbbbb" if edited else "aaaaaaaaaaaa"}))
+    configs = _by_label(aggregate(load_summaries(multirun)))
+    first, second = configs["standard k3 d1 recipe aaaaaaaaaaaa"], configs[
+        "standard k3 d1 recipe bbbbbbbbbbbb"]
+    assert (first["seeds"], second["seeds"]) == ([0, 1], [2])
+    assert "depthwise_dilated k5 d2" in configs  # one recipe: its label as before
+    assert main([str(multirun), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert ("Not pooled: standard k3 d1 recipe aaaaaaaaaaaa, standard k3 d1 recipe bbbbbbbbbbbb "
+            "have the same overrides but not the same recipe or model") in out
+    assert "Not pooled" in (multirun / "report" / "comparison.md").read_text()
+    # A job that recorded no recipe (an older summary) joins its configuration's one recipe.
+    for path in multirun.rglob("summary.json"):
+        job = json.loads(path.read_text())
+        job.pop("recipe") if job["seed"] == 0 else job.update(recipe="aaaaaaaaaaaa")
+        path.write_text(json.dumps(job))
+    configs = _by_label(aggregate(load_summaries(multirun)))
+    assert configs["standard k3 d1"]["seeds"] == [0, 1, 2]
+    assert main([str(multirun), "--no-plots"]) == 0
+    assert "Not pooled" not in capsys.readouterr().out
+
+
+def test_same_overrides_and_config_but_another_model_built_are_not_pooled(multirun):
+    """Another version of convexp can build another net from the same config (summaries from
+    before the recipe was recorded have none): the params and MACs tell them apart."""
+    for path in multirun.rglob("summary.json"):
+        job = json.loads(path.read_text())
+        if job["model"] == "standard" and job["seed"] == 2:
+            job.update(params=24000, macs=24000 * 50)
+        path.write_text(json.dumps(job))
+    configs = _by_label(aggregate(load_summaries(multirun)))
+    assert configs["standard k3 d1 20,000 params 1,000,000 MACs"]["seeds"] == [0, 1]
+    assert configs["standard k3 d1 24,000 params 1,200,000 MACs"]["seeds"] == [2]
+
+
+def test_the_same_seed_under_two_recipes_is_no_repeat(multirun, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(multirun, copy)
+    for folder, recipe in ((multirun, "aaaaaaaaaaaa"), (copy, "cccccccccccc")):
+        for path in folder.rglob("summary.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "recipe": recipe}))
+    assert main([str(multirun), str(copy), "--no-plots", "--out", str(tmp_path / "r")]) == 0
+    assert "Not pooled: standard k3 d1 recipe aaaaaaaaaaaa, standard k3 d1 recipe ccccccccc" in (
+        capsys.readouterr().out)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -803,3 +961,26 @@ def test_a_sweep_whose_report_cannot_be_written_exits_1_with_one_line(sweep, mon
     assert ("convexp: error: the comparison report could not be written: no space left on "
             f"device ({sweep / 'report' / 'comparison.csv'})") in out
     assert "Traceback" not in out and "comparison report: " not in out
+
+
+def test_a_sweep_that_ran_a_seed_twice_compares_it_once(sweep, capsys):
+    """`-m seed=0,0` runs one configuration and seed twice: the sweep's report leaves the
+    repeat out and says so, rather than count one run as two seeds."""
+    from omegaconf import OmegaConf
+
+    from convexp import callbacks
+
+    before = {c["label"]: c["test_acc_n"] for c in aggregate(load_summaries(sweep))}
+    first = sorted(sweep.glob("*/summary.json"), key=lambda p: int(p.parent.name))[0].parent
+    shutil.copytree(first, sweep / "99")
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)},
+                                      "runtime": {"choices": {}}},
+                            "logger": {"name": "none"}})
+    callbacks.ConvexpCallback().on_multirun_end(cfg)
+    out = capsys.readouterr().out
+    assert out.startswith(f"sweep done: {len(load_summaries(sweep))} jobs")  # every job counted
+    assert f"  job 99 repeats job {first.name} (same configuration and seed): left out" in out
+    report = (sweep / "report" / "comparison.md").read_text()
+    assert f"{len(load_summaries(sweep)) - 1} jobs in" in report
+    with (sweep / "report" / "comparison.csv").open() as f:
+        assert {r["label"]: int(r["test_acc_n"]) for r in csv.DictReader(f)} == before

@@ -222,3 +222,25 @@ def test_no_child_outlives_its_reaper():
     proc.kill()
     proc.wait()
     assert proc.stdout.read() == ""
+
+
+@pytest.mark.parametrize("launcher, target", [
+    ("joblib", "JoblibLauncher"), ("submitit_local", "LocalLauncher"), ("slurm", "SlurmLauncher"),
+])
+def test_each_launcher_name_is_convexps(launcher, target):
+    """hydra/launcher=slurm too: a job OOM-killed on the cluster is recorded, not raised (the
+    same code path as submitit_local's, with Slurm's executor)."""
+    pytest.importorskip({"joblib": "hydra_plugins.hydra_joblib_launcher"}.get(
+        launcher, "hydra_plugins.hydra_submitit_launcher"))
+    from hydra import compose, initialize_config_dir
+
+    import hydra_plugins.convexp_launchers.launchers as ours
+    from convexp.launcher_configs import quiet_launcher_schema_warning
+    from convexp.paths import CONFIG_DIR
+
+    quiet_launcher_schema_warning()  # as convexp's entry point does
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == f"{ours.__name__}.{target}"
+    assert hasattr(ours, target)

@@ -227,6 +227,10 @@ def test_basic_sweep_records_the_invalid_job_as_failed(basic_sweep):
 
     jobs = s.by_config()
     assert set(jobs) == {(3, 4, 0), (3, 4, 1), (7, 4, 0), (7, 4, 1)}
+    # One recipe per configuration, the seeds' alike (the failed jobs' too: the report pools
+    # each configuration's jobs), and another for another kernel.
+    recipes = {key: summary["recipe"] for key, summary in jobs.items()}
+    assert recipes[3, 4, 0] == recipes[3, 4, 1] != recipes[7, 4, 0] == recipes[7, 4, 1]
     for job, summary in s.jobs.items():
         assert Path(summary["output_dir"]) == s.dir / job
     for (kernel, dilation, seed), summary in jobs.items():
@@ -480,6 +484,33 @@ def test_optuna_search_writes_its_best_trial(optuna_sweep):
 
 
 # ------------------------------------------------------------------ 6. kernel x dilation sweep
+
+
+def test_a_joblib_field_the_launcher_does_not_read_is_refused_before_any_job(tmp_path):
+    """convexp's joblib launcher runs each job in a process of its own and reads only n_jobs:
+    a timeout (or backend, ...) would silently do nothing."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = run_cli(["hydra/launcher=joblib", "hydra.launcher.timeout=5", "seed=0,1", *TINY],
+                   tmp_path, multirun=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert lines == ["convexp: error: hydra.launcher.timeout=5.0: convexp's joblib launcher "
+                     "runs each job in a process of its own, hydra.launcher.n_jobs at a time, "
+                     "and reads no other field of the joblib plugin; drop it"], proc.stderr
+    assert not list((tmp_path / "multirun").glob("*/summary.json"))
+
+
+def test_a_sweep_subdir_that_can_share_a_dir_between_jobs_is_refused(tmp_path):
+    """'hydra.sweep.subdir=${model.name}' puts both seeds in one dir: the second job would be
+    refused there after Hydra wrote its config over the first's, and vanish from the count."""
+    proc = run_cli(["hydra.sweep.subdir=${model.name}", "seed=0,1", *TINY], tmp_path,
+                   multirun=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert lines == ["convexp: error: hydra.sweep.subdir=${model.name} can give two jobs of the "
+                     "sweep one dir: name each job's own with ${hydra.job.num} (the default) "
+                     "or ${hydra.job.override_dirname}"]
+    assert not (tmp_path / "multirun").exists()
 
 
 def test_kernel_dilation_experiment_composes_to_the_full_sweep():

@@ -46,7 +46,7 @@ FAST = [*PRESET_RUN, "data.batch_size=64"]
 MIN_TEST_ACC = dict.fromkeys(VARIANTS, 0.90)
 TIMING_FIELDS = {"epoch_time_s", "train_samples_per_s"}
 SUMMARY_KEYS = {"status", "model", "params", "test_acc", "best_val_acc", "train_samples_per_s",
-                "epochs_completed", "seed", "device", "compiled", "wall_s"}
+                "epochs_completed", "seed", "device", "compiled", "wall_s", "recipe"}
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:

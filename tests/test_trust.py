@@ -81,6 +81,25 @@ def test_appended_key_is_refused_before_training(tmp_path, capsys):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+def test_compile_mode_without_compiling_is_refused_where_auto_chooses_eager():
+    """trainer.compile=auto (null) runs eager on the CPU: a compile_mode would do nothing."""
+    import torch
+    from torch import nn
+
+    from convexp.auto import resolve_auto
+
+    model, cpu = nn.Sequential(nn.Conv2d(1, 4, 3)), torch.device("cpu")
+    cfg = compose_config(["trainer.compile_mode=max-autotune"])
+    with pytest.raises(ConfigError) as exc:
+        resolve_auto(cfg.trainer, cpu, model)
+    assert str(exc.value) == (
+        "trainer.compile_mode=max-autotune applies only when compiling, and this run does not "
+        "(auto: eager, compiling is not repaid on this device (measured on CPU)): set "
+        "trainer.compile=true, or drop it")
+    cfg = compose_config(["trainer.compile_mode=max-autotune", "trainer.compile=true"])
+    assert resolve_auto(cfg.trainer, cpu, model).compile
+
+
 @pytest.fixture(scope="module")
 def book_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("book")
@@ -138,6 +157,7 @@ def test_resume_refuses_overrides_that_change_what_it_trains(interrupted_run, tm
 
 @pytest.mark.slow
 def test_resume_trains_and_records_the_checkpoints_config(interrupted_run, tmp_path):
+    recipe = read_summary(interrupted_run)["recipe"]
     proc = run_cli([f"resume={interrupted_run}", "model.kernel_size=5",
                     "trainer.progress=false"], tmp_path, check_rc=0)
     summary = read_summary(interrupted_run)
@@ -146,6 +166,8 @@ def test_resume_trains_and_records_the_checkpoints_config(interrupted_run, tmp_p
     # The original run's overrides: compare pools the job with its seeds.
     assert "model.kernel_size=5" in summary["overrides"]
     assert not any(o.startswith("resume=") for o in summary["overrides"])
+    # ... and its recipe, though the checkpoint's config holds the resolved precision.
+    assert summary["recipe"] == recipe and len(recipe) == 12
     config = yaml.safe_load((interrupted_run / ".hydra" / "config.yaml").read_text())
     assert config["model"]["kernel_size"] == 5 and config["resume"] is None
     assert load_checkpoint(interrupted_run)["config"]["model"]["kernel_size"] == 5
@@ -155,6 +177,26 @@ def test_resume_trains_and_records_the_checkpoints_config(interrupted_run, tmp_p
     assert "already completed" in again.stdout + again.stderr, proc.stdout
     assert read_summary(interrupted_run) == summary
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_resume_grows_a_run_without_a_schedule_and_never_shrinks_it(tmp_path):
+    """With scheduler=none, trainer.max_epochs may grow on resume (the record says the new
+    length); fewer epochs than the run has would record a shorter run than was trained."""
+    base = [*QUICK, "data.train_size=512", "data.val_size=128", "data.test_size=128",
+            "optimizer=sgd", "scheduler=none", "logger=none"]
+    run_dir = tmp_path / "run"
+    run_cli([*base, "trainer.max_epochs=2"], tmp_path, check_rc=0)
+    before = (run_dir / "summary.json").read_text()
+    shorter = run_cli([f"resume={run_dir}", "trainer.max_epochs=1"], tmp_path, run_dir=False)
+    one_error_line(shorter, "trainer.max_epochs=1", "the checkpoint has trainer.max_epochs=2",
+                   "never fewer")
+    assert (run_dir / "summary.json").read_text() == before
+    run_cli([f"resume={run_dir}", "trainer.max_epochs=3"], tmp_path, run_dir=False, check_rc=0)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 3
+    assert "trainer.max_epochs=3" in summary["overrides"]
+    assert load_checkpoint(run_dir)["config"]["trainer"]["max_epochs"] == 3
 
 
 def test_resume_refuses_a_preset_the_run_was_not_given(interrupted_run, tmp_path):

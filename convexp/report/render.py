@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,22 @@ def terminal_table(configs: list[dict], *, indent: str = "", limit: int | None =
                       shrink=(0, len(headers) - 1))
 
 
+def apart_notes(configs: list[dict]) -> list[str]:
+    """A sentence per set of configurations with the same overrides that are not pooled
+    (convexp.report.runs.configurations: another recipe, or another model built)."""
+    split: dict[str, list[dict]] = {}
+    for c in configs:
+        if c.get("apart"):
+            split.setdefault(c["overrides"], []).append(c)
+    return [
+        f"Not pooled: {', '.join(c['label'] for c in group)} have the same overrides but not "
+        "the same recipe or model: a config file edited between their runs, or another "
+        "version of convexp. Compare the .hydra/config.yaml and summary.json of their jobs, "
+        f"e.g. {', '.join(str(c['job_dirs'][0]) for c in group)}."
+        for group in split.values()
+    ]
+
+
 def failure_lines(summaries: list[dict]) -> list[str]:
     lines = []
     for s in summaries:
@@ -366,9 +383,12 @@ def erf_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 # ----------------------------------------------------------------------------- documents
 
 
-def _intro(source: Path, summaries: list[dict], configs: list[dict], code: str) -> list[str]:
+def _intro(source: Path | Sequence[Path], summaries: list[dict], configs: list[dict],
+           code: str) -> list[str]:
+    sources = [source] if isinstance(source, (str, Path)) else list(source)
+    where = ", ".join(f"{code}{s}{code}" for s in sources)
     return [
-        f"{len(summaries)} jobs in {len(configs)} configurations from {code}{source}{code}",
+        f"{len(summaries)} jobs in {len(configs)} configurations from {where}",
         selection_note(configs),
         f"Accuracies in %, mean ± std over seeds; {STD_NOTE}; "
         f"p vs best: {TEST_NAME} of the {objective_text(configs)} against the best "
@@ -378,11 +398,12 @@ def _intro(source: Path, summaries: list[dict], configs: list[dict], code: str) 
 
 
 def render_text(
-    source: Path, summaries: list[dict], configs: list[dict], erf_rows: list[dict] | None = None
+    source: Path | Sequence[Path], summaries: list[dict], configs: list[dict],
+    erf_rows: list[dict] | None = None,
 ) -> str:
     """The report for a terminal: the table in at most 120 columns (every column is in the
     CSV and the Markdown), the test, the fronts, the noisy costs, the ERFs, the failures."""
-    lines = [*_intro(source, summaries, configs, ""),
+    lines = [*_intro(source, summaries, configs, ""), *apart_notes(configs),
              "Every column, the reasons included: comparison.md and comparison.csv.", ""]
     lines += terminal_table(configs)
     lines += ["", f"Test against the best ({objective_text(configs)}):"]
@@ -407,7 +428,7 @@ def _md_row(cells: list[str]) -> str:
 
 
 def render_markdown(
-    source: Path,
+    source: Path | Sequence[Path],
     summaries: list[dict],
     configs: list[dict],
     plots: list[Path] | None = None,
@@ -420,6 +441,7 @@ def render_markdown(
         "# Convolution variant comparison",
         "",
         *_intro(source, summaries, configs, "`"),
+        *apart_notes(configs),
         "",
         _md_row(headers),
         _md_row(["---"] * len(headers)),

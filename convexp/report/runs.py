@@ -90,6 +90,25 @@ def config_key(summary: dict) -> tuple[str, ...]:
     return tuple(f"{name}={summary.get(name)}" for name in fields)
 
 
+def repeated_runs(summaries: list[dict]) -> list[tuple[str, str]]:
+    """The job dirs of completed jobs that repeat an earlier one's configuration (recipe and
+    model included) and seed (a sweep dir given twice, or next to a copy of itself): pooled,
+    the same run would count as two seeds and shrink the spread. Pairs of (first job dir,
+    repeat's job dir)."""
+    pairs = []
+    for _, _, jobs in configurations(summaries):
+        first: dict[str, str] = {}
+        for job in jobs:
+            if job.get(record.STATUS) != record.COMPLETED or job.get(record.SEED) is None:
+                continue
+            seed, job_dir = str(job[record.SEED]), str(job.get(record.JOB_DIR))
+            if seed in first:
+                pairs.append((first[seed], job_dir))
+            else:
+                first[seed] = job_dir
+    return pairs
+
+
 def _is_label_field(entry: str) -> bool:
     name = _override_name(entry)
     return name == "model" or name.rsplit(".", 1)[-1] in ("kernel_size", "dilation")
@@ -118,11 +137,55 @@ def _job_metric(job: dict, metric: str, objective: str) -> Any:
     return job.get(metric)
 
 
+# Beyond its overrides, what the seeds of one configuration share: the recipe (the config,
+# convexp.record.RECIPE), and the model it built (another version of convexp can build another
+# net from the same config).
+IDENTITY_FIELDS = (record.RECIPE, "params", "macs")
+
+
+def _apart_text(job: dict, fields: list[str]) -> str:
+    """What tells a configuration's jobs apart from its namesakes: ``recipe 3f2a...``,
+    ``5,000 params``, ``250,000 MACs``."""
+    parts = []
+    for field in fields:
+        if job.get(field) is None:
+            parts.append(f"no {field}")
+        elif field == record.RECIPE:
+            parts.append(f"recipe {job[field]}")
+        else:
+            parts.append(f"{job[field]:,} {'MACs' if field == 'macs' else field}")
+    return " ".join(parts)
+
+
+def configurations(summaries: list[dict]) -> list[tuple[tuple[str, ...], str | None, list[dict]]]:
+    """The jobs grouped into configurations, ``(config_key, apart, jobs)``: equal overrides but
+    seed, split where they differ in a field of :data:`IDENTITY_FIELDS` (their recipe, or the
+    params and MACs of the model they built). ``apart`` says what tells a split part apart
+    (None where the jobs agree). A job that recorded no such field (an older summary without a
+    recipe, a job that failed before its model was built) agrees with any value of it."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for summary in summaries:
+        groups.setdefault(config_key(summary), []).append(summary)
+    parts = []
+    for key, jobs in groups.items():
+        differing = [f for f in IDENTITY_FIELDS
+                     if len({j[f] for j in jobs if j.get(f) is not None}) > 1]
+        if not differing:
+            parts.append((key, None, jobs))
+            continue
+        split: dict[tuple, list[dict]] = {}
+        for job in jobs:
+            split.setdefault(tuple(job.get(f) for f in differing), []).append(job)
+        parts += [(key, _apart_text(part[0], differing), part) for part in split.values()]
+    return parts
+
+
 def _aggregate_group(key: tuple[str, ...], jobs: list[dict], shared: set[str],
-                     objective: str) -> dict:
+                     objective: str, apart: str | None = None) -> dict:
     completed = [job for job in jobs if job.get(record.STATUS) == record.COMPLETED]
     settings = " ".join(
-        compact_override(e) for e in key if e not in shared and not _is_label_field(e)
+        [compact_override(e) for e in key if e not in shared and not _is_label_field(e)]
+        + ([apart] if apart else [])
     )
     # `variant` names the operator a job really built (standard with dilation 2 is dilated).
     variant = _first(jobs, "variant") or _first(jobs, "model")
@@ -140,6 +203,8 @@ def _aggregate_group(key: tuple[str, ...], jobs: list[dict], shared: set[str],
         "channels": _first(jobs, "channels"),
         "padding": _first(jobs, "padding"),
         "objective": objective,
+        # What tells it apart from configurations with its overrides (configurations()).
+        "apart": apart,
     }
     for field in SHAPE_FIELDS + RATIO_FIELDS + (record.RF_HOLES_THEORY,):
         config[field] = _first(completed + jobs, field)
@@ -170,16 +235,19 @@ def aggregate(summaries: list[dict]) -> list[dict]:
     sweep's objective (:func:`convexp.record.objective_name`: what its jobs maximised, e.g.
     best_val_acc), never by test accuracy; configurations without a completed job come last.
 
+    Jobs with equal overrides but different recipes or models (:func:`configurations`) are not
+    pooled: each is a configuration of its own, what tells it apart (``apart``) in its label.
+
     Keys: ``CSV_COLUMNS`` plus ``settings`` (the overrides that tell configurations with equal
-    model, kernel and dilation apart), ``erf_files``, the per-seed ``*_values`` and ``welch``
-    (the test against the best, run here once: :func:`convexp.report.stats.test_against_best`).
+    model, kernel and dilation apart), ``apart``, ``erf_files``, the per-seed ``*_values``
+    and ``welch`` (the test against the best, run here once:
+    :func:`convexp.report.stats.test_against_best`).
     """
     objective = record.objective_name(summaries)
-    groups: dict[tuple[str, ...], list[dict]] = {}
-    for summary in summaries:
-        groups.setdefault(config_key(summary), []).append(summary)
-    shared = set.intersection(*(set(key) for key in groups)) if groups else set()
-    configs = [_aggregate_group(key, jobs, shared, objective) for key, jobs in groups.items()]
+    parts = configurations(summaries)
+    shared = set.intersection(*(set(key) for key, _, _ in parts)) if parts else set()
+    configs = [_aggregate_group(key, jobs, shared, objective, apart)
+               for key, apart, jobs in parts]
     configs.sort(
         key=lambda c: (c["objective_mean"] is None, -(c["objective_mean"] or 0), c["label"])
     )
