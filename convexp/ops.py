@@ -9,8 +9,8 @@ channels-last, one thread; AMD EPYC Zen 4, torch 2.14.1, 2026-11-26, on a busy m
     input gradient   12.4 ms with dilation 2, 1.22 ms undilated
     weight gradient  10.0 ms with dilation 2, 1.05 ms undilated
 
-`DilatedDepthwiseConv2d` keeps the native forward (bit-identical to `nn.Conv2d`) and computes
-the two gradients with fast kernels instead:
+`DilatedDepthwiseConv2d` keeps the native forward (bit-identical to `nn.Conv2d`) where oneDNN
+has a fast kernel for it, and computes the two gradients with fast kernels instead:
 
 * the input gradient of a stride-1 conv is a conv of the output gradient with the flipped
   kernel, same dilation: a dilated depthwise *forward*, which is fast (1.15 ms above);
@@ -19,8 +19,11 @@ the two gradients with fast kernels instead:
   undilated one, whose weight-gradient kernel is fast (1.9 ms, copies included, against 8.1
   ms native and 0.86 ms undilated in one run).
 
-A full space-to-batch (the forward too, on the sub-grids) was not used: the native dilated
-forward is already fast here, and computing it on sub-grids would add two copies per step.
+The forward itself is fast only while the padding is at most 4 (MAX_NATIVE_DILATED_PADDING);
+with more (k5 d3, k7 d2 with 'same' padding) oneDNN runs it, and the input gradient's conv, as
+an im2col gemm, and there both are computed on the sub-grids too (`depthwise_forward`), with or
+without gradients: equal to `nn.Conv2d` to float rounding, not bit for bit. Below that padding
+the native forward is kept: it is fast, and the sub-grids would add two copies per step.
 
 The layer alone, forward + backward (medians of 15 alternating rounds, 2 threads, load ~2):
 3.57 -> 1.16 ms with dilation 2 and 3.62 -> 3.06 ms with dilation 3 (14 is not a multiple of 3:
@@ -33,8 +36,9 @@ The module is a subclass of `nn.Conv2d`: same attributes, parameters and state-d
 checkpoints load both ways, and `convexp.introspect` reports it as the Conv2d it computes. The
 fast backward is used on the CPU only: no GPU was available to measure it (cuDNN has its own
 dilated depthwise kernels, and nothing here shows they need help). On other devices, in
-torch.export/ONNX/TorchScript tracing, without gradients, and for configurations where oneDNN's
-dilated backward is not slow (see `fast_path_applies`), the module is exactly `nn.Conv2d`.
+torch.export/ONNX/TorchScript tracing, and for configurations where oneDNN's dilated backward
+is not slow (see `fast_path_applies`), the module is exactly `nn.Conv2d`; without gradients it
+is too, but for the sub-grid forward past MAX_NATIVE_DILATED_PADDING.
 """
 
 from __future__ import annotations
@@ -66,6 +70,13 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
 
     def fast_path_applies(self, x: torch.Tensor) -> bool:
         return (
+            self._depthwise_dilated_on_cpu(x)
+            and torch.is_grad_enabled()
+            and (x.requires_grad or self.weight.requires_grad)
+        )
+
+    def _depthwise_dilated_on_cpu(self, x: torch.Tensor) -> bool:
+        return (
             x.device.type == "cpu"
             and x.dim() == 4
             # One input and one output channel per group: oneDNN's depthwise kernels, whose
@@ -78,15 +89,17 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
             and self.dilation != (1, 1)
             and self.stride == (1, 1)
             and self.padding_mode == "zeros"
-            and torch.is_grad_enabled()
-            and (x.requires_grad or self.weight.requires_grad)
             and not _tracing_for_export()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fast_path_applies(x):
-            return super().forward(x)
-        return dilated_depthwise_conv2d(x, self.weight, self.bias, self.padding, self.dilation)
+        if self.fast_path_applies(x):
+            return dilated_depthwise_conv2d(x, self.weight, self.bias, self.padding,
+                                            self.dilation)
+        if self._depthwise_dilated_on_cpu(x):  # without gradients (evaluation): the forward
+            return depthwise_forward(x, self.weight, self.bias, self.padding, self.dilation,
+                                     self.groups)
+        return super().forward(x)
 
 
 def dilated_depthwise_conv2d(x, weight, bias, padding, dilation) -> torch.Tensor:
@@ -109,7 +122,7 @@ class _DilatedDepthwiseConv2dFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, padding, dilation):
         ctx.save_for_backward(x, weight)
         ctx.padding, ctx.dilation, ctx.has_bias = padding, dilation, bias is not None
-        return F.conv2d(x, weight, bias, 1, padding, dilation, x.shape[1])
+        return depthwise_forward(x, weight, bias, padding, dilation, x.shape[1])
 
     @staticmethod
     def backward(ctx, grad):
@@ -141,9 +154,68 @@ def _input_grad(grad, weight, channels, pads, dilation) -> torch.Tensor:
         for i in range(2)
     )
     if top == bottom >= 0 and left == right >= 0:
-        return F.conv2d(grad, flipped, None, 1, (top, left), dilation, channels)
+        return depthwise_forward(grad, flipped, None, (top, left), dilation, channels)
     grad = F.pad(grad, (left, right, top, bottom))
-    return F.conv2d(grad, flipped, None, 1, 0, dilation, channels)
+    return depthwise_forward(grad, flipped, None, 0, dilation, channels)
+
+
+# oneDNN's jit depthwise kernel takes a dilated depthwise conv only while its padding is at
+# most 4 on every side; with more it falls back to its gemm (im2col) convolution. Measured with
+# ONEDNN_VERBOSE (AMD EPYC Zen 3, AVX2, torch 2.14.1, 2026-12-02): jit_dw for k3 d4, k5 d2, k5
+# d3 and k7 d4 at padding <= 4 ('valid' included), gemm at padding 5 and more (k3 d5, k5 d3 and
+# k7 d2 'same': padding 6), on 14x14 and 28x28 maps alike; undilated kernels of any padding
+# take brdgmm_dw. The gemm forward made depthwise_dilated k5 d3 and k7 d2/d3 train at
+# 0.29-0.47x of depthwise_separable in experiment=kernel_dilation_sweep (benchmarks/README.md).
+# There the conv is computed on the dilation's sub-grids, where it is an undilated one with
+# padding at most (k - 1) / 2. The limit was measured on AVX2 only; elsewhere the sub-grid
+# conv is as correct, if perhaps not needed.
+MAX_NATIVE_DILATED_PADDING = 4
+
+
+def depthwise_forward(x, weight, bias, padding, dilation, groups) -> torch.Tensor:
+    """`F.conv2d(x, weight, bias, 1, padding, dilation, groups)` for a dilated grouped conv with
+    one input channel per group (depthwise, or the input gradient of one): oneDNN's own kernel,
+    or the sub-grid conv where oneDNN would fall back to gemm (MAX_NATIVE_DILATED_PADDING).
+    The two agree to float rounding (the sums run in another order)."""
+    k = weight.shape[-2:]
+    pads = tuple(_pad_pair(padding, i, k[i], dilation[i]) for i in range(2))
+    if max(max(pair) for pair in pads) <= MAX_NATIVE_DILATED_PADDING or (
+            tuple(dilation) == (1, 1)):
+        return F.conv2d(x, weight, bias, 1, padding, dilation, groups)
+    return _sub_grid_conv(x, weight, bias, pads, dilation, groups)
+
+
+def _sub_grid_conv(x, weight, bias, pads, dilation, groups) -> torch.Tensor:
+    """The stride-1 dilated grouped conv computed on the dilation's sub-grids (space-to-batch):
+    output row y = a + d*q reads input rows a + d*(q + i) - pad, i.e. sub-grid a of the padded
+    input, where the kernel is undilated (see _weight_grad). One copy in (_fold), an undilated
+    conv with the kernel repeated per column sub-grid, one copy out (_unfold)."""
+    k = weight.shape[-2:]
+    out_size = [x.shape[2 + i] + sum(pads[i]) - dilation[i] * (k[i] - 1) for i in range(2)]
+    (lg_h, lx_h, p_h, r_h), (lg_w, lx_w, p_w, r_w) = (
+        _sub_grid_geometry(x.shape[2 + i], out_size[i], k[i], dilation[i], *pads[i])
+        for i in range(2)
+    )
+    dw = dilation[1]
+    x_sub = _fold(x, dilation, (r_h, r_w), (lx_h, lx_w))
+    repeated = weight.repeat(dw, 1, 1, 1) if dw > 1 else weight
+    bias = bias.repeat(dw) if bias is not None and dw > 1 else bias
+    y_sub = F.conv2d(x_sub, repeated, bias, 1, (p_h, p_w), 1, dw * groups)
+    y = _unfold(y_sub, dilation, x.shape[0], out_size)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return y.contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _unfold(t, dilation, n, size) -> torch.Tensor:
+    """(dh*N, dw*C, Lh, Lw) -> (N, C, H, W), H, W = size: the inverse of _fold without shift,
+    cropped; element [n, c, a + dh*i, b + dw*j] is t[a*N + n, b*C + c, i, j]."""
+    (dh, dw), (h, w) = dilation, size
+    _, channels, lh, lw = t.shape
+    c = channels // dw
+    t = t.permute(0, 2, 3, 1).reshape(dh, n, lh, lw, dw, c)  # NHWC: a view for channels-last
+    t = t.permute(1, 2, 0, 3, 4, 5).reshape(n, lh * dh, lw * dw, c)  # rows (i, a), cols (j, b)
+    return t[:, :h, :w].permute(0, 3, 1, 2)
 
 
 def _weight_grad(grad, x, weight, pads, dilation) -> torch.Tensor:
@@ -164,7 +236,8 @@ def _weight_grad(grad, x, weight, pads, dilation) -> torch.Tensor:
     k = weight.shape[-2:]
     channels, dw = x.shape[1], dilation[1]
     geometry = [
-        _sub_grid_geometry(x.shape[2 + i], grad.shape[2 + i], k[i], dilation[i], *pads[i])
+        _wide_enough(*_sub_grid_geometry(x.shape[2 + i], grad.shape[2 + i], k[i], dilation[i],
+                                         *pads[i]), k[i], dilation[i])
         for i in range(2)
     ]
     (lg_h, lx_h, p_h, r_h), (lg_w, lx_w, p_w, r_w) = geometry
@@ -194,6 +267,18 @@ def _sub_grid_geometry(size, out_size, k, d, pad_front, pad_back):
         if d * lx - r - size >= 0:
             return lg, lx, p, r
     raise AssertionError("unreachable: p = 0 always fits")  # pragma: no cover
+
+
+def _wide_enough(lg, lx, p, r, k, d):
+    """The geometry with the input's sub-grids at least k long: oneDNN's depthwise weight-
+    gradient kernel takes no input smaller than the kernel, and falls back to gemm (k7 d3 on
+    14x14: 5x5 sub-grids, 230 against 34 ms with them zero-filled to 11x11, one thread, busy
+    machine, AMD EPYC Zen 3, 2026-12-02). The zeros come from the fold (a shift of whole
+    sub-grid rows) instead of the conv's padding."""
+    if lx >= k:
+        return lg, lx, p, r
+    e = -(-(k - lx) // 2)  # at most p: lx = lg + k - 1 - 2p with lg >= 1
+    return lg, lx + 2 * e, p - e, r + d * e
 
 
 def _fold(t, dilation, shift, lengths) -> torch.Tensor:

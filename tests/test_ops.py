@@ -1,5 +1,6 @@
 """convexp.ops.DilatedDepthwiseConv2d: the same outputs and gradients as nn.Conv2d (its forward
-is nn.Conv2d's; its backward on the CPU is computed differently), the same module to
+is nn.Conv2d's up to MAX_NATIVE_DILATED_PADDING and computed on sub-grids past it; its backward
+on the CPU is computed differently), the same module to
 checkpoints, the per-layer report and ONNX export, and the fast path taken exactly when it
 applies."""
 
@@ -12,8 +13,14 @@ import pytest
 import torch
 from torch import nn
 
+import convexp.ops
 from convexp.introspect import describe
-from convexp.ops import DilatedDepthwiseConv2d, dilated_depthwise_conv2d
+from convexp.ops import (
+    MAX_NATIVE_DILATED_PADDING,
+    DilatedDepthwiseConv2d,
+    _pad_pair,
+    dilated_depthwise_conv2d,
+)
 
 FAST_GRAD_FN = "_DilatedDepthwiseConv2dFnBackward"
 
@@ -43,6 +50,20 @@ def _run(conv, x, grad, channels_last):
 
 def _assert_same(a, b, scale=1.0, rtol=1e-4, atol=1e-4):
     torch.testing.assert_close(a.float(), b.float(), rtol=rtol, atol=atol * scale)
+
+
+def _native_forward(kernel, dilation, padding) -> bool:
+    """Whether the op's forward is oneDNN's own (bit-identical to nn.Conv2d), not the sub-grid
+    conv it runs past MAX_NATIVE_DILATED_PADDING (equal to float rounding)."""
+    pads = [_pad_pair(padding, i, kernel, dilation) for i in range(2)]
+    return max(max(pair) for pair in pads) <= MAX_NATIVE_DILATED_PADDING
+
+
+def _assert_forward_matches(out, want, kernel, dilation, padding):
+    if _native_forward(kernel, dilation, padding):
+        assert torch.equal(out, want)  # the forward is nn.Conv2d's own
+    else:
+        _assert_same(out, want, scale=want.abs().max().item(), rtol=1e-5, atol=1e-5)
 
 
 def _input(batch, channels, height, width, channels_last, seed=1):
@@ -78,7 +99,7 @@ def test_outputs_and_gradients_match_conv2d(kernel, dilation, padding, size, cha
 
     assert type(grad_fn).__name__ == FAST_GRAD_FN  # the fast path was taken
     assert out_f.shape == out_p.shape
-    assert torch.equal(out_f, out_p)  # the forward is nn.Conv2d's own
+    _assert_forward_matches(out_f, out_p, kernel, dilation, padding)
     if channels_last:
         assert out_f.is_contiguous(memory_format=torch.channels_last)
     for got, want in zip(grads_f, grads_p, strict=True):
@@ -110,9 +131,42 @@ def test_depth_multiplier(channels, multiplier, kernel, dilation, padding, size,
     out = dilated_depthwise_conv2d(x_f, weight, bias, plain.padding, plain.dilation)
     assert type(out.grad_fn).__name__ == FAST_GRAD_FN
     out.backward(grad)
-    assert torch.equal(out, out_p)
+    _assert_forward_matches(out, out_p, kernel, dilation, padding)
     for got, want in zip((x_f.grad, weight.grad, bias.grad), grads_p, strict=True):
         _assert_same(got, want, scale=want.abs().max().item())
+
+
+@pytest.mark.parametrize(("kernel", "dilation", "sub_grids"), [
+    (3, 2, False), (5, 2, False), (3, 4, False), (5, 3, True), (7, 2, True), (7, 3, True),
+    (3, 5, True),
+])
+def test_a_padding_past_onednns_fast_kernel_runs_on_sub_grids(kernel, dilation, sub_grids,
+                                                              monkeypatch):
+    """'same' padding above MAX_NATIVE_DILATED_PADDING (oneDNN's gemm fallback): the forward
+    and the input gradient's conv run on the sub-grids, with gradients and without (the
+    evaluation passes); below it oneDNN's kernel runs. Equal to nn.Conv2d either way."""
+    calls = []
+    sub_grid_conv = convexp.ops._sub_grid_conv
+    monkeypatch.setattr(convexp.ops, "_sub_grid_conv",
+                        lambda *a: calls.append(a[0].shape) or sub_grid_conv(*a))
+    plain, fast = _pair_of_convs(8, kernel, dilation, "same")
+    x = _input(3, 8, 14, 14, True)
+    grad = torch.randn(3, 8, 14, 14, generator=torch.Generator().manual_seed(2))
+    out_p, grads_p, _ = _run(plain, x, grad, True)
+    out_f, grads_f, _ = _run(fast, x, grad, True)
+    assert len(calls) == (2 if sub_grids else 0)  # the forward, the input gradient
+    _assert_same(out_f, out_p, scale=out_p.abs().max().item(), rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads_f, grads_p, strict=True):
+        _assert_same(got, want, scale=want.abs().max().item())
+    with torch.no_grad():
+        evaluated = fast.eval()(x)
+    assert len(calls) == (3 if sub_grids else 0)
+    _assert_same(evaluated, out_p, scale=out_p.abs().max().item(), rtol=1e-5, atol=1e-5)
+    assert evaluated.is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(convexp.ops, "_tracing_for_export", lambda: True)
+    with torch.no_grad():
+        assert torch.equal(fast(x), plain.eval()(x))  # an export holds the plain conv
+    assert len(calls) == (3 if sub_grids else 0)
 
 
 def test_the_default_depthwise_dilated_shapes_exactly_in_float64():
