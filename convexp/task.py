@@ -189,9 +189,23 @@ def _print_summary(cfg, ctx: JobContext) -> float:
     return math.nan
 
 
+# What mode=export reads from the command line: the checkpoint's own config gives the rest.
+# `model=NAME` may name the checkpoint's `_target_` (your own model's config) to trust it.
+EXPORT_READS = ("mode", "checkpoint", TRUST_OPTION, "model", "model._target_")
+
+
 def _export(cfg, ctx: JobContext) -> float:
     if cfg.checkpoint is None:
         raise ConfigError("mode=export needs checkpoint=<run dir or checkpoint file>")
+    ignored = [o for o in ctx.overrides
+               if _override_key(o) not in EXPORT_READS and not _override_key(o).startswith(
+                   ("hydra.", "hydra/"))]
+    if ignored:
+        raise ConfigError(
+            f"mode=export exports the model its checkpoint recorded, with that checkpoint's "
+            f"config: {', '.join(ignored)} would change nothing. Drop "
+            f"{'it' if len(ignored) == 1 else 'them'}; to export another model, train it and "
+            "export its checkpoint")
     source = resolve_checkpoint(cfg.checkpoint)
     # Beside the checkpoint's run dir (run/checkpoints/last.pt -> run/model.onnx), where the
     # rest of that run's results are.

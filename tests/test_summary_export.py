@@ -308,3 +308,18 @@ def test_export_writes_onnx_that_matches_pytorch(separable_run, book_run, tmp_pa
     assert "convexp: error: mode=export needs checkpoint=" in missing.stderr
     assert "Traceback" not in missing.stderr
     assert not list((tmp_path / "missing").rglob("*.onnx"))
+
+
+@pytest.mark.parametrize("ignored", [["model.kernel_size=5"], ["data=fashion_mnist", "seed=3"]])
+def test_export_refuses_overrides_it_would_ignore(tmp_path, ignored):
+    """mode=export exports the checkpoint's own model with its own config: a model field, a
+    dataset or a seed on the command line would silently change nothing. Refused before the
+    checkpoint is read (this one does not exist)."""
+    proc = run_cli(["mode=export", f"checkpoint={tmp_path / 'no_such_run'}", *ignored],
+                   tmp_path, run_dir=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert lines == [f"convexp: error: mode=export exports the model its checkpoint recorded, "
+                     f"with that checkpoint's config: {', '.join(ignored)} would change "
+                     f"nothing. Drop {'it' if len(ignored) == 1 else 'them'}; to export another "
+                     "model, train it and export its checkpoint"], proc.stderr
