@@ -173,7 +173,7 @@ def from_sweep(sweep_dirs: list[Path], wall_s: float | None) -> dict:
     """The split of every job of one sweep, or of several parts of one (their first jobs each
     pay a process's imports and first data load)."""
     jobs, firsts = [], []
-    root = sweep_dirs[0] if len(sweep_dirs) == 1 else record.load_sweeps(sweep_dirs)[0]
+    root = Path(os.path.commonpath([Path(d).resolve() for d in sweep_dirs]))
     for sweep_dir in sweep_dirs:
         first = True
         for summary in record.load_summaries(sweep_dir):

@@ -178,11 +178,18 @@ def depthwise_forward(x, weight, bias, padding, dilation, groups) -> torch.Tenso
     or the sub-grid conv where oneDNN would fall back to gemm (MAX_NATIVE_DILATED_PADDING).
     The two agree to float rounding (the sums run in another order)."""
     k = weight.shape[-2:]
-    pads = tuple(_pad_pair(padding, i, k[i], dilation[i]) for i in range(2))
-    if max(max(pair) for pair in pads) <= MAX_NATIVE_DILATED_PADDING or (
-            tuple(dilation) == (1, 1)):
+    if not sub_grid_forward_applies(k, dilation, padding):
         return F.conv2d(x, weight, bias, 1, padding, dilation, groups)
+    pads = tuple(_pad_pair(padding, i, k[i], dilation[i]) for i in range(2))
     return _sub_grid_conv(x, weight, bias, pads, dilation, groups)
+
+
+def sub_grid_forward_applies(kernel, dilation, padding) -> bool:
+    """Whether `depthwise_forward` runs this dilated conv on sub-grids (its padding is past
+    MAX_NATIVE_DILATED_PADDING) rather than as oneDNN's own, bit-identical to nn.Conv2d."""
+    kernel, dilation = _pair(kernel), _pair(dilation)
+    pads = [_pad_pair(padding, i, kernel[i], dilation[i]) for i in range(2)]
+    return dilation != (1, 1) and max(max(pair) for pair in pads) > MAX_NATIVE_DILATED_PADDING
 
 
 def _sub_grid_conv(x, weight, bias, pads, dilation, groups) -> torch.Tensor:

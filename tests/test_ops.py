@@ -16,10 +16,9 @@ from torch import nn
 import convexp.ops
 from convexp.introspect import describe
 from convexp.ops import (
-    MAX_NATIVE_DILATED_PADDING,
     DilatedDepthwiseConv2d,
-    _pad_pair,
     dilated_depthwise_conv2d,
+    sub_grid_forward_applies,
 )
 
 FAST_GRAD_FN = "_DilatedDepthwiseConv2dFnBackward"
@@ -52,15 +51,8 @@ def _assert_same(a, b, scale=1.0, rtol=1e-4, atol=1e-4):
     torch.testing.assert_close(a.float(), b.float(), rtol=rtol, atol=atol * scale)
 
 
-def _native_forward(kernel, dilation, padding) -> bool:
-    """Whether the op's forward is oneDNN's own (bit-identical to nn.Conv2d), not the sub-grid
-    conv it runs past MAX_NATIVE_DILATED_PADDING (equal to float rounding)."""
-    pads = [_pad_pair(padding, i, kernel, dilation) for i in range(2)]
-    return max(max(pair) for pair in pads) <= MAX_NATIVE_DILATED_PADDING
-
-
 def _assert_forward_matches(out, want, kernel, dilation, padding):
-    if _native_forward(kernel, dilation, padding):
+    if not sub_grid_forward_applies(kernel, dilation, padding):
         assert torch.equal(out, want)  # the forward is nn.Conv2d's own
     else:
         _assert_same(out, want, scale=want.abs().max().item(), rtol=1e-5, atol=1e-5)
